@@ -1,0 +1,98 @@
+"""Launch a labelling run: validate options, build, run, check the accounting, summarise."""
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import sys
+
+from pipeline.runtime_env import ensure_protobuf_python_backend
+
+ensure_protobuf_python_backend()
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from pipeline.options import LabelAudioOptions  # noqa: E402
+from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
+from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+
+_LOG = logging.getLogger("audio_labelling")
+
+
+class UsageError(Exception):
+    pass
+
+
+def new_run_id() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+def validate(opts: LabelAudioOptions) -> None:
+    if not opts.input:
+        raise UsageError("--input is required (a file, directory, glob or URL)")
+    if not opts.output:
+        raise UsageError("--output is required (a directory or URL)")
+    if not opts.model:
+        raise UsageError("--model is required (an AST checkpoint directory)")
+    if opts.batch_size < 1 or opts.top_k < 1:
+        raise UsageError("--batch_size and --top_k must be at least 1")
+
+
+def _counter(result, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    return sum(c.committed or 0 for c in found) if found else 0
+
+
+def print_help() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py", description="Label audio with an AST model into Parquet tables.",
+        epilog="Apache Beam's pipeline options (--runner, --direct_num_workers, "
+               "--direct_running_mode, --setup_file, ...) are accepted too.")
+    LabelAudioOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
+def run(argv: list[str] | None = None) -> RunSummary:
+    argv = list(argv or [])
+    if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
+        # Beam's default would try to download the Prism runner first; local runs need none.
+        argv.append("--runner=DirectRunner")
+    options = PipelineOptions(argv)
+    opts = options.view_as(LabelAudioOptions)
+    validate(opts)
+    try:
+        checkpoint = inspect_checkpoint(opts.model)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    run_id = opts.run_id or new_run_id()
+    from pipeline.build import build_pipeline
+
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, opts, checkpoint, run_id)
+    result = p.run()
+    result.wait_until_finish()
+    clips, errors = read_run_tables(opts.output, run_id)
+    summary = RunSummary(run_id=run_id, output=opts.output,
+                         discovered=_counter(result, "inputs_discovered"),
+                         clips=clips, errors=errors)
+    summary.check_accounting()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = argv if argv is not None else sys.argv[1:]
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
+    try:
+        summary = run(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0

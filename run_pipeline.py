@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Label audio with an AST model into Parquet tables. See README.md; --help lists the options."""
+import os
+import sys
+
+# Before anything imports protobuf (Apache Beam does): MindSpore needs the python backend.
+os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
+
+from pipeline.main import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Installs the audio-labelling pipeline and its pinned dependencies.
+
+Also Beam's --setup_file: remote workers build and install this package so that
+pipeline/, transforms/ and schemas/ are importable there.
+"""
+from setuptools import find_packages, setup
+
+# Versions proven to install and run together (see DEVELOPERS.md):
+# mindnlp 0.5.1 accepts MindSpore <= 2.7 and breaks on transformers 5.x;
+# MindSpore 2.8+ needs protobuf >= 7, which apache-beam 2.77 forbids.
+# torch is pinned because accelerate/peft (MindNLP's dependencies) require it, and
+# an open range would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel.
+INSTALL_REQUIRES = [
+    "mindspore==2.7.0",
+    "mindnlp==0.5.1",
+    "transformers==4.57.1",
+    "peft<0.18",
+    "diffusers<0.36",
+    "datasets<4.4",
+    "torch==2.13.0",
+    "apache-beam==2.77.0",
+    "numpy<2",
+    "scipy>=1.11",
+    "pyarrow>=14",
+    "soundfile>=0.12",
+    "soxr>=0.3.7",
+    "fsspec>=2023.6",
+    "safetensors>=0.4",
+]
+
+EXTRAS = {
+    "test": ["pytest>=7"],
+}
+
+setup(
+    name="audio-labelling",
+    version="0.1.0",
+    description="Apache Beam pipeline that labels audio archives with an Audio Spectrogram Transformer "
+                "on MindSpore and writes Parquet tables.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                    "schemas", "schemas.*"]),
+    py_modules=["run_pipeline"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

@@ -1,0 +1,89 @@
+"""The whole job on DirectRunner over a folder of good and broken files."""
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.main import main, run
+from tests.audio_corpus import GOOD, write_broken, write_good
+from transforms.audio_decode import decode_audio
+from transforms.checkpoint import inspect_checkpoint
+from transforms.fbank import ast_input_features
+from transforms.labels import activate
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    good = write_good(str(folder))
+    broken = write_broken(str(folder))
+    return str(folder), good, broken
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus, tiny_checkpoint, tmp_path_factory):
+    folder, _, _ = corpus
+    out = str(tmp_path_factory.mktemp("out"))
+    summary = run(["--input", folder, "--output", out, "--model", tiny_checkpoint,
+                   "--batch_size", "2", "--run_id", "e2e", "--top_k", "3"])
+    return summary, out
+
+
+def test_every_input_lands_in_exactly_one_table(corpus, finished_run):
+    _, good, broken = corpus
+    summary, _ = finished_run
+    clips, errors = summary.clips.to_pylist(), summary.errors.to_pylist()
+    assert sorted(r["source_uri"] for r in clips) == sorted(good)
+    assert {os.path.basename(r["source_uri"]): r["stage"] for r in errors} == broken
+    assert summary.discovered == len(good) + len(broken) == len(clips) + len(errors)
+    for r in errors:
+        assert r["message"] and r["error_type"] and r["run_id"] == "e2e"
+
+
+def test_clip_rows_describe_the_source(corpus, finished_run, tiny_checkpoint):
+    summary, _ = finished_run
+    info = inspect_checkpoint(tiny_checkpoint)
+    by_name = {os.path.basename(r["source_uri"]): r for r in summary.clips.to_pylist()}
+    for name, _, rate, channels in GOOD:
+        row = by_name[name]
+        assert row["original_sample_rate"] == rate and row["channels"] == channels
+        assert row["clip_id"] == row["source_uri"]
+        assert row["model_sha256"] == info.weights_sha256
+        assert len(row["labels"]) == 3
+        assert [lab["label"] for lab in row["labels"]] == [info.labels[lab["index"]] for lab in row["labels"]]
+    assert by_name["long_noise.wav"]["duration_seconds"] == pytest.approx(12.0)
+
+
+def test_tables_are_parquet_with_schema_version(finished_run):
+    _, out = finished_run
+    for table in ("clips", "errors"):
+        files = [f for f in os.listdir(os.path.join(out, "e2e", table)) if f.endswith(".parquet")]
+        assert files
+        schema = pq.read_schema(os.path.join(out, "e2e", table, files[0]))
+        assert schema.metadata[b"schema_version"] == b"1"
+
+
+def test_scores_equal_a_direct_mindnlp_forward(corpus, finished_run, tiny_checkpoint):
+    """Pipeline scores (native backend) against MindNLP run by hand on the same audio."""
+    from transforms.ast_mindnlp import MindNLPASTRunner
+
+    summary, _ = finished_run
+    info = inspect_checkpoint(tiny_checkpoint)
+    reference = MindNLPASTRunner(tiny_checkpoint, batch_size=4)
+    _, good, _ = corpus
+    features = np.stack([ast_input_features(decode_audio(p).waveform, info.features) for p in good])
+    logits, _ = reference.predict(features)
+    expected = activate(logits, "sigmoid")
+    rows = {r["source_uri"]: r for r in summary.clips.to_pylist()}
+    for path, scores in zip(good, expected):
+        for lab in rows[path]["labels"]:
+            assert lab["score"] == pytest.approx(float(scores[lab["index"]]), abs=1e-5)
+        assert [lab["index"] for lab in rows[path]["labels"]] == list(np.argsort(-scores, kind="stable")[:3])
+
+
+def test_cli_reports_bad_options_in_one_line(tmp_path, tiny_checkpoint, capsys):
+    assert main(["--output", str(tmp_path), "--model", tiny_checkpoint]) == 2
+    assert "--input is required" in capsys.readouterr().err
+    assert main(["--input", str(tmp_path), "--output", str(tmp_path), "--model", str(tmp_path)]) == 2
+    assert "model.safetensors" in capsys.readouterr().err

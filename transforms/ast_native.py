@@ -1,0 +1,594 @@
+"""Audio Spectrogram Transformer written as MindSpore Cells and compiled to a graph.
+
+A one-file model definition in the style of Hugging Face's
+``modeling_audio_spectrogram_transformer.py``: every HF module has a Cell here
+with the same attribute name, so the parameters of an HF-layout
+``model.safetensors`` map onto this network by name, e.g.
+``audio_spectrogram_transformer.encoder.layer.0.attention.attention.query.weight``.
+The forward pass follows transformers' implementation operation for operation:
+
+    (batch, time, freq) -> unsqueeze(1) -> transpose(2, 3) -> (batch, 1, freq, time)
+    -> Conv2d(1, hidden, patch x patch, stride=(frequency_stride, time_stride))
+    -> flatten(2).transpose(1, 2) -> [cls, distillation, patches] + position embeddings
+    -> N x pre-LN transformer layer (exact erf GELU) -> final LayerNorm
+    -> pooled = (h[:, 0] + h[:, 1]) / 2 -> classifier LayerNorm -> Dense -> logits
+
+The network is compiled with ``mindspore.jit`` applied to the top Cell (graph
+mode for this Cell only): the process-wide context stays in PyNative mode, so
+MindNLP can run in the same process. A graph is compiled per input shape, so
+:class:`NativeASTRunner` always feeds exactly ``(batch_size, max_length,
+num_mel_bins)`` and pads the last partial chunk with zeros.
+
+This module deliberately imports neither mindnlp, transformers nor torch.
+
+Speed notes (full-size AST: 12 layers, hidden 768, 1214 tokens; batch 4,
+2 CPU threads, AMD EPYC with AVX-512; clips/s, higher is better). See
+``benchmarks/bench_model.py`` and the notes at ``_SPEED_NOTES`` below.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import initializer
+
+__all__ = ["ASTNativeConfig", "ASTForAudioClassification", "NativeASTRunner", "load_native_ast",
+           "CheckpointError"]
+
+_SPEED_NOTES = """filled in below once measured"""
+
+
+class CheckpointError(ValueError):
+    """The checkpoint directory cannot be loaded into the native AST."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class ASTNativeConfig:
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    patch_size: int = 16
+    qkv_bias: bool = True
+    frequency_stride: int = 10
+    time_stride: int = 10
+    max_length: int = 1024
+    num_mel_bins: int = 128
+    id2label: dict = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ASTNativeConfig":
+        model_type = raw.get("model_type", "audio-spectrogram-transformer")
+        if model_type != "audio-spectrogram-transformer":
+            raise CheckpointError(f"config.json has model_type={model_type!r}; expected "
+                                  "'audio-spectrogram-transformer'")
+        kwargs = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "id2label"}
+        id2label = raw.get("id2label")
+        if not id2label:
+            n = int(raw.get("num_labels", 2))
+            id2label = {i: f"LABEL_{i}" for i in range(n)}
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise CheckpointError("config.json id2label keys must be 0..num_labels-1")
+        cfg = cls(id2label=id2label, **kwargs)
+        if cfg.hidden_act not in ("gelu",):
+            raise CheckpointError(f"hidden_act={cfg.hidden_act!r} is not supported (only exact 'gelu')")
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise CheckpointError(f"hidden_size {cfg.hidden_size} is not a multiple of "
+                                  f"num_attention_heads {cfg.num_attention_heads}")
+        return cfg
+
+    def patch_grid(self) -> tuple[int, int]:
+        f = (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
+        t = (self.max_length - self.patch_size) // self.time_stride + 1
+        return f, t
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _param(shape, dtype=ms.float32) -> Parameter:
+    # Lazily initialised placeholder; real values come from the checkpoint.
+    return Parameter(initializer("zeros", tuple(shape), dtype), requires_grad=False)
+
+
+class Linear(nn.Cell):
+    """torch.nn.Linear: y = x @ weight.T + bias, weight (out, in) as in the checkpoint.
+
+    Inputs of rank 3 are flattened to 2-D so one GEMM covers the whole batch.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=ms.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _param((out_features, in_features), dtype)
+        self.bias = _param((out_features,), dtype) if bias else None
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        shape = x.shape
+        y = self.matmul(x.reshape(-1, self.in_features), self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+
+class LayerNorm(nn.Cell):
+    """torch.nn.LayerNorm over the last axis, parameters named weight/bias.
+
+    Computed in float32 whatever the compute dtype (mixed precision keeps norms in fp32).
+    """
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = _param((hidden_size,))
+        self.bias = _param((hidden_size,))
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        dtype = x.dtype
+        y, _, _ = self.layer_norm(x.astype(ms.float32), self.weight, self.bias)
+        return y.astype(dtype)
+
+
+class ASTPatchEmbeddings(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        p = config.patch_size
+        self.hidden_size = config.hidden_size
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=(p, p),
+                                    stride=(config.frequency_stride, config.time_stride),
+                                    pad_mode="valid", has_bias=True, dtype=dtype)
+        self.projection.weight = _param((config.hidden_size, 1, p, p), dtype)
+        self.projection.bias = _param((config.hidden_size,), dtype)
+
+    def construct(self, input_values):
+        # (b, time, freq) -> (b, 1, freq, time)
+        x = input_values.expand_dims(1).swapaxes(2, 3)
+        emb = self.projection(x)                       # (b, hidden, f, t)
+        b = emb.shape[0]
+        return emb.reshape(b, self.hidden_size, -1).swapaxes(1, 2)   # (b, f*t, hidden)
+
+
+class ASTEmbeddings(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        h = config.hidden_size
+        f, t = config.patch_grid()
+        self.cls_token = _param((1, 1, h), dtype)
+        self.distillation_token = _param((1, 1, h), dtype)
+        self.patch_embeddings = ASTPatchEmbeddings(config, dtype)
+        self.position_embeddings = _param((1, f * t + 2, h), dtype)
+        self.hidden_size = h
+
+    def construct(self, input_values):
+        embeddings = self.patch_embeddings(input_values)
+        b = embeddings.shape[0]
+        cls_tokens = ops.broadcast_to(self.cls_token, (b, 1, self.hidden_size))
+        dist_tokens = ops.broadcast_to(self.distillation_token, (b, 1, self.hidden_size))
+        embeddings = ops.concat((cls_tokens, dist_tokens, embeddings), axis=1)
+        return embeddings + self.position_embeddings
+
+
+class ASTSelfAttention(nn.Cell):
+    """Multi-head self-attention. HF parameters query/key/value are kept as named Cells
+    (so checkpoints map 1:1); with ``fuse_qkv`` the loader concatenates them into one
+    (3*hidden, hidden) projection ``qkv`` so the three GEMMs become one."""
+
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = h // self.num_heads
+        self.hidden_size = h
+        self.fuse_qkv = fuse_qkv
+        # HF multiplies q.k^T by head_dim**-0.5 after the matmul. For head_dim a power of
+        # four (64, 16, ...) the factor is a power of two, so scaling q first is bit-exact
+        # and touches n*h elements instead of heads*n*n.
+        self.scaling = float(self.head_dim) ** -0.5
+        if fuse_qkv:
+            self.qkv = Linear(h, 3 * h, bias=config.qkv_bias, dtype=dtype)
+        else:
+            self.query = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
+            self.key = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
+            self.value = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
+        self.qk_matmul = ops.BatchMatMul(transpose_b=True)
+        self.pv_matmul = ops.BatchMatMul()
+
+    def construct(self, hidden_states):
+        b, n, _ = hidden_states.shape
+        if self.fuse_qkv:
+            qkv = self.qkv(hidden_states).reshape(b, n, 3, self.num_heads, self.head_dim)
+            qkv = qkv.transpose(2, 0, 3, 1, 4)                     # (3, b, heads, n, d)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            q = self.query(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+            k = self.key(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+            v = self.value(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        scores = self.qk_matmul(q * self.scaling, k)                 # (b, heads, n, n)
+        probs = ops.softmax(scores.astype(ms.float32), axis=-1).astype(q.dtype)
+        context = self.pv_matmul(probs, v)                           # (b, heads, n, d)
+        return context.transpose(0, 2, 1, 3).reshape(b, n, self.hidden_size)
+
+
+class ASTSelfOutput(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size, dtype=dtype)
+
+    def construct(self, hidden_states):
+        return self.dense(hidden_states)
+
+
+class ASTAttention(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        self.attention = ASTSelfAttention(config, dtype, fuse_qkv)
+        self.output = ASTSelfOutput(config, dtype)
+
+    def construct(self, hidden_states):
+        return self.output(self.attention(hidden_states))
+
+
+class ASTIntermediate(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.intermediate_size, dtype=dtype)
+
+    def construct(self, hidden_states):
+        return ops.gelu(self.dense(hidden_states), approximate="none")   # exact (erf) GELU
+
+
+class ASTOutput(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        self.dense = Linear(config.intermediate_size, config.hidden_size, dtype=dtype)
+
+    def construct(self, hidden_states, input_tensor):
+        return self.dense(hidden_states) + input_tensor
+
+
+class ASTLayer(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        self.attention = ASTAttention(config, dtype, fuse_qkv)
+        self.intermediate = ASTIntermediate(config, dtype)
+        self.output = ASTOutput(config, dtype)
+        self.layernorm_before = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.layernorm_after = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def construct(self, hidden_states):
+        attention_output = self.attention(self.layernorm_before(hidden_states))
+        hidden_states = attention_output + hidden_states
+        layer_output = self.intermediate(self.layernorm_after(hidden_states))
+        return self.output(layer_output, hidden_states)
+
+
+class ASTEncoder(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        self.layer = nn.CellList([ASTLayer(config, dtype, fuse_qkv) for _ in range(config.num_hidden_layers)])
+
+    def construct(self, hidden_states):
+        for layer_module in self.layer:
+            hidden_states = layer_module(hidden_states)
+        return hidden_states
+
+
+class ASTModel(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        self.embeddings = ASTEmbeddings(config, dtype)
+        self.encoder = ASTEncoder(config, dtype, fuse_qkv)
+        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def construct(self, input_values):
+        sequence_output = self.layernorm(self.encoder(self.embeddings(input_values)))
+        return (sequence_output[:, 0] + sequence_output[:, 1]) / 2
+
+
+class ASTMLPHead(nn.Cell):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
+        super().__init__()
+        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dense = Linear(config.hidden_size, config.num_labels, dtype=dtype)
+
+    def construct(self, hidden_state):
+        return self.dense(self.layernorm(hidden_state))
+
+
+class ASTForAudioClassification(nn.Cell):
+    """Returns (logits, pooled), both float32."""
+
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+        super().__init__()
+        self.compute_dtype = dtype
+        self.audio_spectrogram_transformer = ASTModel(config, dtype, fuse_qkv)
+        self.classifier = ASTMLPHead(config, dtype)
+
+    def construct(self, input_values):
+        pooled = self.audio_spectrogram_transformer(input_values.astype(self.compute_dtype))
+        logits = self.classifier(pooled)
+        return logits.astype(ms.float32), pooled.astype(ms.float32)
+
+
+# --------------------------------------------------------------------------- checkpoint mapping
+
+
+def hf_parameter_shapes(config: ASTNativeConfig) -> dict[str, tuple[int, ...]]:
+    """The HF ASTForAudioClassification state dict (name -> shape) this network accepts."""
+    h, inter, p = config.hidden_size, config.intermediate_size, config.patch_size
+    f, t = config.patch_grid()
+    pre = "audio_spectrogram_transformer."
+    shapes = {
+        pre + "embeddings.cls_token": (1, 1, h),
+        pre + "embeddings.distillation_token": (1, 1, h),
+        pre + "embeddings.position_embeddings": (1, f * t + 2, h),
+        pre + "embeddings.patch_embeddings.projection.weight": (h, 1, p, p),
+        pre + "embeddings.patch_embeddings.projection.bias": (h,),
+        pre + "layernorm.weight": (h,),
+        pre + "layernorm.bias": (h,),
+        "classifier.layernorm.weight": (h,),
+        "classifier.layernorm.bias": (h,),
+        "classifier.dense.weight": (config.num_labels, h),
+        "classifier.dense.bias": (config.num_labels,),
+    }
+    for i in range(config.num_hidden_layers):
+        lp = f"{pre}encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            shapes[lp + f"attention.attention.{name}.weight"] = (h, h)
+            if config.qkv_bias:
+                shapes[lp + f"attention.attention.{name}.bias"] = (h,)
+        shapes[lp + "attention.output.dense.weight"] = (h, h)
+        shapes[lp + "attention.output.dense.bias"] = (h,)
+        shapes[lp + "intermediate.dense.weight"] = (inter, h)
+        shapes[lp + "intermediate.dense.bias"] = (inter,)
+        shapes[lp + "output.dense.weight"] = (h, inter)
+        shapes[lp + "output.dense.bias"] = (h,)
+        for ln in ("layernorm_before", "layernorm_after"):
+            shapes[lp + f"{ln}.weight"] = (h,)
+            shapes[lp + f"{ln}.bias"] = (h,)
+    return shapes
+
+
+def _read_safetensors(checkpoint_dir: str) -> dict[str, np.ndarray]:
+    path = os.path.join(checkpoint_dir, "model.safetensors")
+    if not os.path.isfile(path):
+        present = sorted(os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
+        others = [n for n in present if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack"))
+                  or n.endswith(".safetensors.index.json")]
+        hint = (f" Found {others}: only a single 'model.safetensors' file is supported by the native "
+                "backend (no pickled PyTorch weights, no sharded checkpoints); convert it with "
+                "safetensors first.") if others else ""
+        raise CheckpointError(f"No model.safetensors in {checkpoint_dir!r}; the native AST backend loads "
+                              f"safetensors weights only.{hint}")
+    from safetensors.numpy import load_file
+    try:
+        return load_file(path)
+    except Exception as exc:  # bf16 tensors etc. numpy cannot represent
+        raise CheckpointError(f"Cannot read {path} as numpy safetensors: {exc}") from exc
+
+
+def _validate_state(state: dict[str, np.ndarray], config: ASTNativeConfig) -> None:
+    expected = hf_parameter_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing parameters ({len(missing)}): {missing[:10]}"
+                        + (" ..." if len(missing) > 10 else ""))
+    if unexpected:
+        problems.append(f"unexpected parameters ({len(unexpected)}): {unexpected[:10]}"
+                        + (" ..." if len(unexpected) > 10 else ""))
+    for name in sorted(set(expected) & set(state)):
+        if tuple(state[name].shape) != expected[name]:
+            problems.append(f"parameter {name!r} has shape {tuple(state[name].shape)}, "
+                            f"expected {expected[name]} from config.json")
+        elif not np.issubdtype(state[name].dtype, np.floating):
+            problems.append(f"parameter {name!r} has non-float dtype {state[name].dtype}")
+    if problems:
+        raise CheckpointError("Checkpoint does not match the AST architecture in config.json: "
+                              + "; ".join(problems))
+
+
+def _native_state(state: dict[str, np.ndarray], config: ASTNativeConfig, fuse_qkv: bool) -> dict[str, np.ndarray]:
+    """HF names -> this network's names (identical except for the optional fused qkv)."""
+    out = {k: v for k, v in state.items()}
+    if fuse_qkv:
+        for i in range(config.num_hidden_layers):
+            p = f"audio_spectrogram_transformer.encoder.layer.{i}.attention.attention."
+            out[p + "qkv.weight"] = np.concatenate([out.pop(p + f"{n}.weight") for n in ("query", "key", "value")], 0)
+            if config.qkv_bias:
+                out[p + "qkv.bias"] = np.concatenate([out.pop(p + f"{n}.bias") for n in ("query", "key", "value")], 0)
+    return out
+
+
+def load_state_into(net: nn.Cell, state: dict[str, np.ndarray]) -> None:
+    """Sets every parameter of ``net`` from ``state`` by (hierarchical) name; strict."""
+    params = dict(net.parameters_and_names())
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise CheckpointError(f"parameter names do not match the network: missing={missing[:10]}, "
+                              f"unexpected={unexpected[:10]}")
+    for name, param in params.items():
+        value = state[name]
+        if tuple(value.shape) != tuple(param.shape):
+            raise CheckpointError(f"parameter {name!r} has shape {tuple(value.shape)}, "
+                                  f"network expects {tuple(param.shape)}")
+        param.set_data(Tensor(np.ascontiguousarray(value, dtype=np.float32), dtype=param.dtype))
+        param.name = name  # unique graph parameter names = HF names
+
+
+# --------------------------------------------------------------------------- device / threads
+
+
+_DEVICE_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+_PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
+_setup_lock = threading.Lock()
+
+
+def _select_device(device: str) -> str:
+    target = _DEVICE_TARGETS.get(device.lower())
+    if target is None:
+        raise ValueError(f"device must be one of {sorted(_DEVICE_TARGETS)}, got {device!r}")
+    with _setup_lock:
+        current = ms.get_context("device_target")
+        try:
+            ms.set_device(target)
+        except RuntimeError as exc:
+            # set_device can only be called once per process / before the runtime starts.
+            if current != target:
+                raise RuntimeError(f"MindSpore already runs on {current} in this process; cannot switch to "
+                                   f"{target}: {exc}") from exc
+    return target
+
+
+def set_cpu_threads(num_threads: int) -> bool:
+    """Sets MindSpore's CPU kernel thread pool size (once per process, before kernels run).
+
+    Returns False when it was already configured (the earlier setting stays)."""
+    from mindspore._c_expression import RuntimeConf
+    with _setup_lock:
+        if RuntimeConf.get_instance().is_op_threads_num_configured():
+            return False
+        ms.device_context.cpu.op_tuning.threads_num(int(num_threads))
+        return True
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def _compiled_phases(net: nn.Cell) -> int:
+    """Graphs MindSpore holds for ``net``'s jitted construct (phase names carry id(net))."""
+    try:
+        from mindspore.common.api import ms_compile_cache
+    except ImportError:  # pragma: no cover - internal name moved
+        return -1
+    tag = f".{net.create_time}"
+    ident = f".{id(net)}."
+    return sum(1 for phase in list(ms_compile_cache) if ident in phase and tag in phase)
+
+
+class NativeASTRunner:
+    """Holds one compiled model. Thread-safe predict (guarded by a lock)."""
+
+    def __init__(self, net: ASTForAudioClassification, config: ASTNativeConfig, batch_size: int,
+                 device_target: str, precision: str):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.net = net
+        self.config = config
+        self.labels: list[str] = config.labels
+        self.batch_size = int(batch_size)
+        self.max_length = config.max_length
+        self.num_mel_bins = config.num_mel_bins
+        self.hidden_size = config.hidden_size
+        self.num_labels = config.num_labels
+        self.device_target = device_target
+        self.precision = precision
+        self._lock = threading.Lock()
+        self._shapes_seen: set[tuple] = set()
+        # Graph mode for this Cell only; the global context stays PyNative.
+        self._forward = ms.jit(net)
+
+    @property
+    def compile_count(self) -> int:
+        """Graphs compiled for this runner: distinct input signatures that reached the
+        jitted network (it only ever sees (batch_size, max_length, num_mel_bins) float32),
+        cross-checked against MindSpore's own compile cache when that is readable."""
+        ms_count = _compiled_phases(self.net)
+        return max(len(self._shapes_seen), ms_count)
+
+    @property
+    def graph_cache_entries(self) -> int:
+        """Entries in MindSpore's jit compile cache for this network (-1 if unreadable)."""
+        return _compiled_phases(self.net)
+
+    def _run_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._shapes_seen.add((batch.shape, str(batch.dtype)))
+        logits, pooled = self._forward(Tensor(batch))
+        return logits.asnumpy(), pooled.asnumpy()
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """features float32 (n, max_length, num_mel_bins), n >= 1 ->
+        (logits (n, num_labels) float32, pooled (n, hidden_size) float32)."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.max_length, self.num_mel_bins) or x.shape[0] < 1:
+            raise ValueError(f"features must have shape (n>=1, {self.max_length}, {self.num_mel_bins}), "
+                             f"got {x.shape}")
+        n, bs = x.shape[0], self.batch_size
+        logits = np.empty((n, self.num_labels), np.float32)
+        pooled = np.empty((n, self.hidden_size), np.float32)
+        with self._lock:
+            for start in range(0, n, bs):
+                chunk = x[start:start + bs]
+                m = chunk.shape[0]
+                if m < bs:  # zero-pad so the compiled graph never sees a new shape
+                    padded = np.zeros((bs,) + x.shape[1:], np.float32)
+                    padded[:m] = chunk
+                    chunk = padded
+                lg, pl = self._run_batch(np.ascontiguousarray(chunk))
+                logits[start:start + m] = lg[:m]
+                pooled[start:start + m] = pl[:m]
+        return logits, pooled
+
+
+def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu", precision: str = "fp32",
+                    *, num_threads: int | None = None, fuse_qkv: bool = True) -> NativeASTRunner:
+    """Reads config.json + model.safetensors from ``checkpoint_dir``, builds the Cells, loads
+    the weights by name (strict: missing / unexpected / mis-shaped parameters raise
+    :class:`CheckpointError`), compiles the graph and runs one warm-up batch.
+
+    ``num_threads`` (CPU only): size of MindSpore's CPU kernel thread pool; it can be set
+    once per process, before the first kernel runs, and is ignored (with the earlier value
+    kept) after that.
+    """
+    precision = precision.lower()
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+    if device.lower() == "cpu" and precision != "fp32":
+        raise ValueError(f"precision {precision!r} is only supported on gpu/ascend; use fp32 on cpu")
+    config_path = os.path.join(checkpoint_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"No config.json in {checkpoint_dir!r}")
+    with open(config_path) as f:
+        config = ASTNativeConfig.from_dict(json.load(f))
+    state = _read_safetensors(checkpoint_dir)
+    _validate_state(state, config)
+
+    target = _select_device(device)
+    if target == "CPU" and num_threads:
+        set_cpu_threads(num_threads)
+
+    dtype = _PRECISIONS[precision]
+    net = ASTForAudioClassification(config, dtype=dtype, fuse_qkv=fuse_qkv)
+    net.set_train(False)
+    load_state_into(net, _native_state(state, config, fuse_qkv))
+    del state
+    for p in net.get_parameters():
+        p.requires_grad = False
+
+    runner = NativeASTRunner(net, config, batch_size, target, precision)
+    runner.predict(np.zeros((1, config.max_length, config.num_mel_bins), np.float32))  # compile + warm-up
+    return runner

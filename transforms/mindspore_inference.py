@@ -1,0 +1,109 @@
+"""Beam ModelHandler for AST checkpoints on MindSpore.
+
+Modelled on apache_beam/ml/inference/*_inference.py: one handler for one
+framework. RunInference keeps one loaded model per worker process and shares it
+between the process's threads (Beam's ``shared.Shared``). MindSpore and MindNLP
+are imported only inside ``load_model``, on the worker, never when the pipeline
+is built.
+
+Each example is a FeatureWindow; each PredictionResult's ``inference`` is a
+ScoredWindow, or the exception that clip alone raised: a failing batch is
+retried one window at a time, so one bad clip never loses its batchmates.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from pipeline.runtime_env import protobuf_backend_problem
+from transforms.checkpoint import local_checkpoint_dir
+from transforms.elements import FeatureWindow, ScoredWindow
+
+BACKENDS = ("native", "mindnlp")
+_LOG = logging.getLogger(__name__)
+
+
+def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str = "cpu"):
+    """The model object behind RunInference; also used directly by tests and benchmarks."""
+    problem = protobuf_backend_problem()
+    if problem:
+        raise RuntimeError(problem)
+    if backend == "mindnlp":
+        from transforms.ast_mindnlp import MindNLPASTRunner
+
+        return MindNLPASTRunner(checkpoint_dir, batch_size=batch_size)
+    if backend == "native":
+        from transforms.ast_native import load_native_ast
+
+        return load_native_ast(checkpoint_dir, batch_size=batch_size, device=device)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any]):
+    def __init__(self, checkpoint_uri: str, backend: str = "native", batch_size: int = 8,
+                 device: str = "cpu", storage_options: Optional[dict] = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        # A fixed batch size: the compiled graph keeps one static shape.
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self._checkpoint_uri = checkpoint_uri
+        self._backend = backend
+        self._batch_size = batch_size
+        self._device = device
+        self._storage_options = storage_options
+
+    def load_model(self):
+        started = time.perf_counter()
+        local = local_checkpoint_dir(self._checkpoint_uri, self._storage_options)
+        runner = load_runner(local, self._backend, self._batch_size, self._device)
+        _LOG.info("loaded %s AST from %s in %.1f s", self._backend, self._checkpoint_uri,
+                  time.perf_counter() - started)
+        return runner
+
+    def run_inference(self, batch: Sequence[FeatureWindow], model,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+        expected = (model.max_length, model.num_mel_bins)
+        results: list[Any] = [None] * len(batch)
+        good = []
+        for i, window in enumerate(batch):
+            shape = getattr(window.features, "shape", None)
+            if shape != expected:
+                results[i] = ValueError(f"features have shape {shape}, the model takes {expected}")
+            else:
+                good.append(i)
+        if good:
+            try:
+                logits, pooled = model.predict(np.stack([batch[i].features for i in good]))
+                outputs = list(zip(logits, pooled))
+            except Exception:  # find the clip at fault instead of failing its neighbours
+                _LOG.warning("batch of %d failed; retrying its windows one by one", len(good),
+                             exc_info=True)
+                outputs = [self._predict_one(model, batch[i].features) for i in good]
+            for i, out in zip(good, outputs):
+                results[i] = out if isinstance(out, Exception) else _scored(batch[i], *out)
+        return [PredictionResult(example=w, inference=r) for w, r in zip(batch, results)]
+
+    @staticmethod
+    def _predict_one(model, features: np.ndarray):
+        try:
+            logits, pooled = model.predict(features[None])
+            return logits[0], pooled[0]
+        except Exception as e:
+            return e
+
+    def get_num_bytes(self, batch: Sequence[FeatureWindow]) -> int:
+        return sum(w.features.nbytes for w in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "MindSporeAST"
+
+
+def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray) -> ScoredWindow:
+    return ScoredWindow(clip=window.clip, window_index=window.window_index,
+                        start_seconds=window.start_seconds, end_seconds=window.end_seconds,
+                        logits=np.asarray(logits, np.float32), pooled=np.asarray(pooled, np.float32))

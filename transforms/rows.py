@@ -1,0 +1,39 @@
+"""Build table rows (dicts matching schemas/tables.py) from pipeline values."""
+from __future__ import annotations
+
+import datetime
+
+from transforms.elements import ClipInfo, InputError
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
+             model_sha256: str, run_id: str) -> dict:
+    return {
+        "clip_id": clip.clip_id,
+        "source_uri": clip.source_uri,
+        "duration_seconds": clip.duration_seconds,
+        "original_sample_rate": clip.original_sample_rate,
+        "channels": clip.channels,
+        "labels": labels,
+        "activation": activation,
+        "model_id": model_id,
+        "model_sha256": model_sha256,
+        "run_id": run_id,
+        "labelled_at": utc_now(),
+    }
+
+
+def error_row(error: InputError, run_id: str) -> dict:
+    return {
+        "source_uri": error.source_uri,
+        "clip_id": error.clip_id,
+        "stage": error.stage,
+        "error_type": error.error_type,
+        "message": error.message,
+        "run_id": run_id,
+        "recorded_at": utc_now(),
+    }
