@@ -1,6 +1,7 @@
 """Launch a labelling run: validate options, build, run, check the accounting, summarise."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -15,6 +16,7 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
+from pipeline.publish import begin_run, package_versions, write_manifest  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 
@@ -71,6 +73,8 @@ def run(argv: list[str] | None = None) -> RunSummary:
     run_id = opts.run_id or new_run_id()
     from pipeline.build import build_pipeline
 
+    started = datetime.datetime.now(datetime.timezone.utc)
+    begin_run(opts.output, run_id)
     p = beam.Pipeline(options=options)
     build_pipeline(p, opts, checkpoint, run_id)
     result = p.run()
@@ -80,7 +84,29 @@ def run(argv: list[str] | None = None) -> RunSummary:
                          discovered=_counter(result, "inputs_discovered"),
                          clips=clips, errors=errors)
     summary.check_accounting()
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    write_manifest(opts.output, run_id, build_manifest(opts, checkpoint, summary, started, finished))
     return summary
+
+
+def build_manifest(opts, checkpoint, summary: RunSummary, started, finished) -> dict:
+    seconds = (finished - started).total_seconds()
+    return {
+        "run_id": summary.run_id,
+        "inputs": list(opts.input),
+        "counts": summary.counts(),
+        "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
+                  "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
+                  "backend": opts.backend, "device": opts.device},
+        "features": dataclasses.asdict(checkpoint.features),
+        "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
+                     "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds},
+        "versions": package_versions(),
+        "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
+                    "seconds": seconds,
+                    "clips_per_second": summary.clips.num_rows / seconds if seconds > 0 else None},
+        "tables": {"clips": summary.clips.num_rows, "errors": summary.errors.num_rows},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

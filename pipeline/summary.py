@@ -45,6 +45,13 @@ class RunSummary:
         if len(ids) != len(set(ids)):
             raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table")
 
+    def counts(self) -> dict:
+        by_type = collections.Counter(
+            f"{stage}/{kind}" for stage, kind in zip(self.errors.column("stage").to_pylist(),
+                                                     self.errors.column("error_type").to_pylist()))
+        return {"discovered": self.discovered, "labelled": self.clips.num_rows,
+                "errored": self.errors.num_rows, "errors_by_type": dict(sorted(by_type.items()))}
+
     def top_labels(self, n: int = 5) -> list[tuple[str, int]]:
         counts = collections.Counter(
             labels[0]["label"] for labels in self.clips.column("labels").to_pylist() if labels)
@@ -55,10 +62,8 @@ class RunSummary:
                  f"  inputs discovered: {self.discovered}",
                  f"  clips labelled:    {self.clips.num_rows}",
                  f"  inputs errored:    {self.errors.num_rows}"]
-        by_type = collections.Counter(
-            zip(self.errors.column("stage").to_pylist(), self.errors.column("error_type").to_pylist()))
-        for (stage, kind), n in sorted(by_type.items()):
-            lines.append(f"    {stage}/{kind}: {n}")
+        for kind, n in self.counts()["errors_by_type"].items():
+            lines.append(f"    {kind}: {n}")
         if self.clips.num_rows:
             lines.append("  most frequent top label: " + ", ".join(
                 f"{label} ({n})" for label, n in self.top_labels()))

@@ -1,0 +1,88 @@
+"""All-or-nothing publication of a run.
+
+A run writes its tables under ``<output>/<run_id>/`` through Beam's file sinks (temp files,
+then rename on commit) and, only after the tables were read back and the accounting checked,
+writes ``_MANIFEST.json`` into the same folder, last. A run folder without a manifest is not a
+finished run: readers (``--skip_labelled``, ``report``) ignore it. Rerunning a run id first
+removes the old manifest (so the old run stops looking finished), then the old files, so no
+stale shard survives into the new run.
+"""
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata
+
+import fsspec
+
+MANIFEST_NAME = "_MANIFEST.json"
+# Option names whose values are credentials; never written to manifests or logs.
+_SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|access_key|session_key|^key$|api_key)",
+                          re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def run_root(output: str, run_id: str) -> str:
+    return f"{output.rstrip('/')}/{run_id}"
+
+
+def _fs(url: str, storage_options: dict | None):
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def begin_run(output: str, run_id: str, storage_options: dict | None = None) -> None:
+    """Clear what an earlier attempt of this run id left, manifest first."""
+    fs, root = _fs(run_root(output, run_id), storage_options)
+    manifest = f"{root}/{MANIFEST_NAME}"
+    if fs.exists(manifest):
+        fs.rm(manifest)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def write_manifest(output: str, run_id: str, manifest: dict, storage_options: dict | None = None) -> str:
+    fs, root = _fs(run_root(output, run_id), storage_options)
+    body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    tmp, final = f"{root}/{MANIFEST_NAME}.tmp", f"{root}/{MANIFEST_NAME}"
+    fs.pipe(tmp, body)
+    fs.mv(tmp, final)
+    return final
+
+
+def read_manifest(run_dir: str, storage_options: dict | None = None) -> dict | None:
+    fs, root = _fs(run_dir, storage_options)
+    path = f"{root.rstrip('/')}/{MANIFEST_NAME}"
+    if not fs.exists(path):
+        return None
+    return json.loads(fs.cat(path))
+
+
+def finished_runs(output: str, storage_options: dict | None = None) -> list[str]:
+    """Run ids under an output root that were published (hold a manifest)."""
+    fs, root = _fs(output, storage_options)
+    if not fs.exists(root):
+        return []
+    found = fs.glob(f"{root.rstrip('/')}/*/{MANIFEST_NAME}")
+    return sorted(p.rstrip("/").split("/")[-2] for p in found)
+
+
+def redact(value):
+    """A copy of a JSON-like value with every credential-named entry replaced."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if _SECRET_NAME.search(str(k)) and v not in (None, "") else redact(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def package_versions() -> dict[str, str]:
+    names = ["audio-labelling", "apache-beam", "mindspore", "mindnlp", "pyarrow", "numpy",
+             "scipy", "soundfile", "soxr", "fsspec"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
