@@ -9,7 +9,9 @@ mailed or attached on its own) and the same charts as ``<out>/*.png``. ``--out``
 Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, windows per clip
 (from a ``num_windows`` clips column, else from a ``windows`` or ``segments`` table with a
 ``clip_id`` column; skipped with a note when neither exists) and throughput (needs a timing file in
-the run directory, see pipeline/run_record.py; skipped with a note otherwise).
+the run directory, normally the ``_MANIFEST.json`` a finished run ends with; see
+pipeline/run_timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
+is reported all the same, with a warning that the run may not have finished.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipeline.run_record import TIMING_FILES, read_run_timings  # noqa: E402
+from pipeline.run_timings import MANIFEST_FILE, TIMING_FILES, read_run_timings  # noqa: E402
 from pipeline.table_files import read_optional_table  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
 
@@ -187,8 +189,8 @@ def throughput_chart(clips: pa.Table, timings: dict | None) -> Chart:
         return Chart("throughput", title, None,
                      f"skipped: no timing file ({', '.join(TIMING_FILES)}) with a wall time or stage times in the "
                      "run directory")
-    audio = timings["audio_seconds"]
-    if audio is None and "duration_seconds" in clips.column_names:
+    audio = None
+    if clips.num_rows:
         audio = float(np.nansum(np.asarray(clips.column("duration_seconds").to_pylist(), dtype=np.float64)))
     n_clips = timings["clips"] if timings["clips"] is not None else clips.num_rows
     stamps = [t for t in clips.column("labelled_at").to_pylist() if t is not None] if clips.num_rows else []
@@ -234,7 +236,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 padding:0 1em;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee}
-.note{color:#666;font-style:italic}code{background:#f4f4f4;padding:0 .2em}
+.note{color:#666;font-style:italic}.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c36a}code{background:#f4f4f4;padding:0 .2em}
 """
 
 
@@ -270,7 +272,8 @@ def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | N
     return rows
 
 
-def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table, timings: dict | None) -> str:
+def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table, timings: dict | None,
+                finished: bool = True) -> str:
     run_name = os.path.basename(run.rstrip("/"))
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(run_name)}</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -278,6 +281,10 @@ def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table
              f"<p class='note'>Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
              "by pipeline.report. Charts are embedded; the same PNG files sit beside this page.</p>",
              "<h2>Summary</h2>", _table(["", ""], _summary_rows(run, clips, errors, timings))]
+    if not finished:
+        parts.insert(3, f"<p class='warning'><b>Warning:</b> this run directory has no {MANIFEST_FILE}: the run may "
+                        "not have finished (or was written before runs ended with a manifest), so its tables may be "
+                        "incomplete.</p>")
     for chart in charts:
         parts.append(f"<h2 id='{chart.name}'>{html.escape(chart.title)}</h2>")
         if chart.png is None:
@@ -323,7 +330,8 @@ def build_report(run: str, out: str) -> str:
                 f.write(chart.png)
     path = os.path.join(out, "index.html")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render_html(run, charts, clips, errors, timings))
+        f.write(render_html(run, charts, clips, errors, timings,
+                            finished=fs.isfile(f"{root.rstrip('/')}/{MANIFEST_FILE}")))
     return path
 
 

@@ -1,6 +1,7 @@
 """pipeline.report on crafted run directories: the HTML embeds real charts and the PNGs lie beside it."""
 import base64
 import datetime
+import json
 import os
 import re
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.report import build_report, main
-from pipeline.run_record import read_run_timings, write_run_summary
+from pipeline.run_timings import read_run_timings
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA
 
 START = datetime.datetime(2024, 5, 1, 10, 0, 0, tzinfo=datetime.timezone.utc)
@@ -66,9 +67,14 @@ def check_png(path):
 
 def test_full_report_with_timings(tmp_path):
     run = write_run(str(tmp_path), "r1", clips_rows(), error_rows())
-    write_run_summary(str(tmp_path), "r1", started_at=START, finished_at=START + datetime.timedelta(seconds=40),
-                      discovered=56, clips_labelled=50, inputs_errored=6, audio_seconds=500.0,
-                      timings={"inspect_model": 2.0, "pipeline": 35.0, "read_back": 3.0})
+    # The manifest as pipeline/publish.py + main.build_manifest write it (the parts read here).
+    manifest = {"run_id": "r1", "counts": {"discovered": 56, "labelled": 50, "errored": 6},
+                "timings": {"started": START.isoformat(), "finished": (START + datetime.timedelta(seconds=40)).isoformat(),
+                            "seconds": 40.0, "clips_per_second": 1.25,
+                            "stages": {"inspect_model": 2.0, "pipeline": 35.0, "read_back": 3.0}},
+                "tables": {"clips": 50, "errors": 6}}
+    with open(os.path.join(run, "_MANIFEST.json"), "w") as f:
+        json.dump(manifest, f)
     out = str(tmp_path / "report")
     page = open(build_report(run, out), encoding="utf-8").read()
 
@@ -86,9 +92,10 @@ def test_full_report_with_timings(tmp_path):
     assert "<td>Speech</td><td>30</td><td>60.0%</td>" in page
     assert "<td>decode</td><td>AudioDecodeError</td><td>3</td>" in page
     assert "&lt;broken&gt; file" in page and "<broken>" not in page
-    # 50 clips in 40 s, 500 s of audio.
+    # 50 clips of 10 s in 40 s.
     assert "1.25 clips/s over 40.0 s" in page
     assert "12.5 s of audio per second" in page
+    assert "may not have finished" not in page
 
 
 def test_windows_chart_and_notes_for_missing_parts(tmp_path):
@@ -104,6 +111,7 @@ def test_windows_chart_and_notes_for_missing_parts(tmp_path):
     assert "data:image/png;base64," in page and "href='windows_per_clip.png'" in page
     assert "no errors in this run" in page and not os.path.exists(os.path.join(out, "errors.png"))
     assert "skipped: no timing file" in page and not os.path.exists(os.path.join(out, "throughput.png"))
+    assert "no _MANIFEST.json: the run may not have finished" in page
 
 
 def test_windows_counted_from_a_windows_table(tmp_path):
@@ -128,18 +136,21 @@ def test_default_out_and_bad_run_dir(tmp_path, capsys):
     assert "<output>/<run_id>" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("record, wall, stages", [
-    ({"started_at": "2024-05-01T10:00:00Z", "finished_at": "2024-05-01T10:01:30Z"}, 90.0, {}),
-    ({"timings": {"elapsed_seconds": 12.5, "decode": 4.0, "infer": 8.0}}, 12.5, {"decode": 4.0, "infer": 8.0}),
+@pytest.mark.parametrize("name, record, wall, stages, clips", [
+    ("_MANIFEST.json", {"timings": {"started": "2024-05-01T10:00:00+00:00", "finished": "2024-05-01T10:01:30+00:00",
+                                    "seconds": 90.0, "clips_per_second": 2.0}, "counts": {"labelled": 180}},
+     90.0, {}, 180),
+    ("_MANIFEST.json", {"timings": {"started": "2024-05-01T10:00:00Z", "finished": "2024-05-01T10:01:30Z"}},
+     90.0, {}, None),
+    ("_RUN_SUMMARY.json", {"wall_seconds": 12.5, "stages": {"decode": 4.0, "infer": 8.0}, "clips_labelled": 7},
+     12.5, {"decode": 4.0, "infer": 8.0}, 7),
 ])
-def test_read_run_timings_accepts_manifest_layouts(tmp_path, record, wall, stages):
-    import json
-
-    (tmp_path / "_MANIFEST.json").write_text(json.dumps(record))
+def test_read_run_timings_layouts(tmp_path, name, record, wall, stages, clips):
+    (tmp_path / name).write_text(json.dumps(record))
     got = read_run_timings(str(tmp_path))
-    assert got["file"] == "_MANIFEST.json" and got["wall_seconds"] == wall and got["stages"] == stages
+    assert (got["file"], got["wall_seconds"], got["stages"], got["clips"]) == (name, wall, stages, clips)
 
 
 def test_read_run_timings_ignores_files_without_times(tmp_path):
-    (tmp_path / "_MANIFEST.json").write_text('{"files": ["clips/part-0.parquet"]}')
+    (tmp_path / "_MANIFEST.json").write_text('{"run_id": "x", "counts": {"labelled": 3}}')
     assert read_run_timings(str(tmp_path)) is None
