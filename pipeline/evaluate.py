@@ -204,7 +204,10 @@ def match_keys(source_uri: str, key_column: str) -> list[str]:
 # Predictions
 # ---------------------------------------------------------------------------------------------------------
 def model_labels_from_checkpoint(path: str) -> list[str]:
-    """Class names in index order from a checkpoint directory's config.json (or the file itself)."""
+    """Class names in index order: from a checkpoint directory's config.json (or that file itself), or,
+    for a table labelled with --label_map, from that map's CSV (its targets, in order)."""
+    if path.lower().endswith(".csv"):
+        return load_label_map(path).targets
     fs, root = fsspec.core.url_to_fs(path)
     config_path = root if root.endswith(".json") else f"{root.rstrip('/')}/config.json"
     with fs.open(config_path, "r") as f:
@@ -510,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="default: single for category/target CSVs, multi for positive_labels")
     parser.add_argument("--model", default=None,
-                        help="checkpoint directory (or its config.json): names every model class")
+                        help="names every class of the table: the checkpoint directory (or its config.json); "
+                             "for a table labelled with --label_map, that map's CSV")
     parser.add_argument("--class_labels", default=None,
                         help="AudioSet class_labels_indices.csv, to read MIDs in positive_labels")
     parser.add_argument("--fold", type=int, action="append", default=None,

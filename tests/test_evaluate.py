@@ -262,3 +262,20 @@ def test_errors_are_reported_not_guessed(tmp_path):
         load_truth(write_csv(tmp_path, "d.csv", "filename,category\na.wav,dog\na.wav,cat\n"))
     with pytest.raises(EvaluationError, match="another checkpoint"):
         evaluate(clips_table(ESC_ROWS, MODEL), truth, model_labels=["Cat", "Dog", "Rain", "Speech", "Bark"])
+
+
+def test_table_labelled_through_a_map_is_named_by_the_map(tmp_path):
+    from pipeline.evaluate import model_labels_from_checkpoint
+
+    # A table written with --label_map and --emit_scores: classes are the map's targets, in order.
+    map_path = write_csv(tmp_path, "map.csv", "source_label,target_label\nDog,animal\nRain,weather\n")
+    targets = model_labels_from_checkpoint(map_path)
+    assert targets == ["animal", "weather"]
+    rows = [("/x/1.wav", [("animal", 0.9)], [0.9, 0.4]),    # weather never kept, but scored
+            ("/x/2.wav", [("animal", 0.6)], [0.6, 0.7])]
+    truth = load_truth(write_csv(tmp_path, "t.csv", "filename,positive_labels\n1.wav,animal\n2.wav,weather\n"))
+    report = evaluate(clips_table(rows, targets, with_scores=True), truth, model_labels=targets)
+    # weather: 2.wav .7 (pos), 1.wav .4 -> 1. animal: 1.wav .9 (pos) -> 1.
+    assert by_label(report)["weather"]["ap"] == pytest.approx(1.0)
+    assert report["mAP"] == pytest.approx(1.0)
+    assert by_label(report)["weather"]["recall"] == 0.0   # never among the kept labels

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from transforms.labels import (LabelMap, load_class_thresholds, load_label_map, roll_up,
-                               select_labels)
+from transforms.labels import (LabelMap, LabelSelection, load_class_thresholds, load_label_map,
+                               roll_up, select_labels)
 
 LABELS = ["dog", "cat", "rain", "speech", "music"]
 #                 dog   cat   rain  speech music
@@ -136,3 +136,39 @@ def test_load_label_map_errors(tmp_path):
         load_label_map(write(tmp_path, "b.csv", "source_label,target_label\na,b\nc,\n"))
     with pytest.raises(ValueError, match="no rows"):
         load_label_map(write(tmp_path, "c.csv", "source_label,target_label\n"))
+
+
+def test_label_selection_in_model_vocabulary(tmp_path):
+    path = write(tmp_path, "t.csv", "label,threshold\ndog,0.95\n")
+    selection = LabelSelection.load(LABELS, top_k=3, threshold=0.5, class_thresholds_path=path)
+    # top-3: dog .90 (needs .95: out), speech .70, rain .55 (global .5: both in)
+    assert names(selection.select(SCORES)) == ["speech", "rain"]
+    assert selection.output_labels == LABELS
+
+
+def test_label_selection_through_a_label_map(tmp_path):
+    import pickle
+
+    m = write(tmp_path, "map.csv", "source_label,target_label\ndog,animal\ncat,animal\nrain,weather\nspeech,voice\n")
+    t = write(tmp_path, "t.csv", "label,threshold\nvoice,0.8\n")   # thresholds name TARGET labels
+    selection = pickle.loads(pickle.dumps(LabelSelection.load(LABELS, top_k=None, threshold=0.5,
+                                                               class_thresholds_path=t, label_map_path=m)))
+    assert selection.output_labels == ["animal", "weather", "voice"]
+    np.testing.assert_allclose(selection.output_scores(SCORES), [0.90, 0.55, 0.70])
+    got = selection.select(SCORES)
+    # animal .90 >= .5, weather .55 >= .5, voice .70 < .8; index is the target's position.
+    assert [(g["label"], g["index"]) for g in got] == [("animal", 0), ("weather", 1)]
+
+
+def test_label_selection_fails_fast_on_bad_files_and_values(tmp_path):
+    m = write(tmp_path, "map.csv", "source_label,target_label\ndgo,animal\n")
+    with pytest.raises(ValueError, match="did you mean 'dog'"):
+        LabelSelection.load(LABELS, label_map_path=m)
+    good_map = write(tmp_path, "m2.csv", "source_label,target_label\ndog,animal\n")
+    t = write(tmp_path, "t.csv", "label,threshold\ndog,0.5\n")    # a model label, but the map renamed it
+    with pytest.raises(ValueError, match="not among the 1 available labels"):
+        LabelSelection.load(LABELS, class_thresholds_path=t, label_map_path=good_map)
+    with pytest.raises(ValueError, match="threshold"):
+        LabelSelection.load(LABELS, threshold=2.0)
+    with pytest.raises(ValueError, match="top_k"):
+        LabelSelection.load(LABELS, top_k=0)

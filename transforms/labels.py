@@ -128,7 +128,7 @@ def _unknown_names_error(path: str, unknown: list[str], known: list[str], what: 
         close = difflib.get_close_matches(name, known, n=1)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return ValueError(f"{path}: {len(unknown)} {what} not among the model's {len(known)} labels: "
+    return ValueError(f"{path}: {len(unknown)} {what} not among the {len(known)} available labels: "
                       + ", ".join(hints) + more)
 
 
@@ -228,9 +228,58 @@ def roll_up(scores: np.ndarray, labels: list[str], label_map: LabelMap,
         if unknown:
             raise _unknown_names_error("label map", unknown, labels, "source label(s)")
     targets = label_map.targets
+    position = {t: j for j, t in enumerate(targets)}
+    columns: list[list[int]] = [[] for _ in targets]
+    for source, target in label_map.pairs:
+        if source in index:
+            columns[position[target]].append(index[source])
     out = np.zeros(scores.shape[:-1] + (len(targets),), dtype=scores.dtype)
-    for j, target in enumerate(targets):
-        cols = [index[s] for s in label_map.sources_of(target) if s in index]
-        if cols:
-            out[..., j] = scores[..., cols].max(axis=-1)
+    present = [j for j, cols in enumerate(columns) if cols]
+    if present:
+        flat = np.concatenate([columns[j] for j in present])
+        starts = np.cumsum([0] + [len(columns[j]) for j in present[:-1]])
+        out[..., present] = np.maximum.reduceat(scores[..., flat], starts, axis=-1)
     return out, targets
+
+
+@dataclass(frozen=True, eq=False)
+class LabelSelection:
+    """Everything that turns one clip's model scores into its ``labels`` list; picklable for workers.
+
+    Build it once on the launcher with :meth:`load` (so a bad file fails the run before it starts),
+    then call :meth:`select` per clip. With a label map the scores are rolled up first and the
+    labels, their ``index`` and ``class_thresholds`` are in the map's target vocabulary
+    (``output_labels``); without one they are the model's own classes.
+    """
+    model_labels: tuple[str, ...]
+    top_k: int | None = 5
+    threshold: float | None = None
+    class_thresholds: np.ndarray | None = None
+    label_map: LabelMap | None = None
+
+    @property
+    def output_labels(self) -> list[str]:
+        return self.label_map.targets if self.label_map is not None else list(self.model_labels)
+
+    @classmethod
+    def load(cls, model_labels: list[str], top_k: int | None = 5, threshold: float | None = None,
+             class_thresholds_path: str | None = None, label_map_path: str | None = None) -> "LabelSelection":
+        """Reads and checks the files; raises ValueError (or OSError) with a message fit for the user."""
+        label_map = load_label_map(label_map_path) if label_map_path else None
+        if label_map is not None:
+            roll_up(np.zeros(len(model_labels), np.float32), list(model_labels), label_map)  # strict: names exist
+        out_labels = label_map.targets if label_map is not None else list(model_labels)
+        per_class = load_class_thresholds(class_thresholds_path, out_labels) if class_thresholds_path else None
+        selection = cls(tuple(model_labels), top_k, threshold, per_class, label_map)
+        selection.select(np.zeros(len(model_labels), np.float32))  # validates top_k and threshold now
+        return selection
+
+    def output_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The score vector in ``output_labels`` order (rolled up when there is a label map)."""
+        if self.label_map is None:
+            return np.asarray(scores)
+        return roll_up(scores, list(self.model_labels), self.label_map)[0]
+
+    def select(self, scores: np.ndarray) -> list[dict]:
+        return select_labels(self.output_scores(scores), self.output_labels, self.top_k, self.threshold,
+                             self.class_thresholds)
