@@ -26,10 +26,11 @@ INSTALL_REQUIRES = [
     "soxr>=0.3.7",
     "fsspec>=2023.6",
     "safetensors>=0.4",
+    "matplotlib>=3.7",  # python -m pipeline.report (Agg backend; no display needed)
 ]
 
 EXTRAS = {
-    "test": ["pytest>=7"],
+    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3"],  # pandas/duckdb: the docs/usage.md examples
 }
 
 setup(
