@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from pipeline.options import LabelAudioOptions  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
 
@@ -68,6 +69,10 @@ def run(argv: list[str] | None = None) -> RunSummary:
         checkpoint = inspect_checkpoint(opts.model)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
+    try:
+        WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
+    except ValueError as e:
+        raise UsageError(f"--hop_seconds: {e}") from e
     run_id = opts.run_id or new_run_id()
     from pipeline.build import build_pipeline
 
@@ -75,10 +80,10 @@ def run(argv: list[str] | None = None) -> RunSummary:
     build_pipeline(p, opts, checkpoint, run_id)
     result = p.run()
     result.wait_until_finish()
-    clips, errors = read_run_tables(opts.output, run_id)
+    clips, errors, segments = read_run_tables(opts.output, run_id)
     summary = RunSummary(run_id=run_id, output=opts.output,
                          discovered=_counter(result, "inputs_discovered"),
-                         clips=clips, errors=errors)
+                         clips=clips, errors=errors, segments=segments)
     summary.check_accounting()
     return summary
 

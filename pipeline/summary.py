@@ -15,16 +15,19 @@ class AccountingError(RuntimeError):
     """Inputs were lost or duplicated: the run must not be trusted."""
 
 
-def read_table(output: str, run_id: str, table: str) -> pa.Table:
+def read_table(output: str, run_id: str, table: str, columns: list[str] | None = None) -> pa.Table:
     fs, root = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{run_id}/{table}")
     files = sorted(fs.glob(f"{root}/*.parquet"))
     if not files:
-        return TABLES[table].empty_table()
-    return pa.concat_tables(pq.read_table(f, filesystem=fs) for f in files)
+        empty = TABLES[table].empty_table()
+        return empty.select(columns) if columns else empty
+    return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def read_run_tables(output: str, run_id: str) -> tuple[pa.Table, pa.Table]:
-    return read_table(output, run_id, "clips"), read_table(output, run_id, "errors")
+def read_run_tables(output: str, run_id: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """clips, errors, and of segments (one row per window, can be large) only the clip ids."""
+    return (read_table(output, run_id, "clips"), read_table(output, run_id, "errors"),
+            read_table(output, run_id, "segments", columns=["clip_id"]))
 
 
 @dataclass
@@ -34,6 +37,7 @@ class RunSummary:
     discovered: int
     clips: pa.Table
     errors: pa.Table
+    segments: pa.Table | None = None   # at least its clip_id column
 
     def check_accounting(self) -> None:
         labelled, errored = self.clips.num_rows, self.errors.num_rows
@@ -44,6 +48,14 @@ class RunSummary:
         ids = self.clips.column("clip_id").to_pylist()
         if len(ids) != len(set(ids)):
             raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table")
+        if self.segments is not None:
+            # Each labelled clip has exactly its num_windows segments; errored clips have none.
+            per_clip = collections.Counter(self.segments.column("clip_id").to_pylist())
+            expected = dict(zip(ids, self.clips.column("num_windows").to_pylist()))
+            if per_clip != collections.Counter({k: v for k, v in expected.items() if v}):
+                bad = sorted(k for k in set(per_clip) | set(expected) if per_clip.get(k, 0) != expected.get(k, 0))
+                raise AccountingError(f"run {self.run_id}: segments rows do not match the clips' "
+                                      f"num_windows for {len(bad)} clip(s), e.g. {bad[:3]}")
 
     def top_labels(self, n: int = 5) -> list[tuple[str, int]]:
         counts = collections.Counter(
@@ -53,7 +65,8 @@ class RunSummary:
     def render(self) -> str:
         lines = [f"run {self.run_id} -> {self.output.rstrip('/')}/{self.run_id}/",
                  f"  inputs discovered: {self.discovered}",
-                 f"  clips labelled:    {self.clips.num_rows}",
+                 f"  clips labelled:    {self.clips.num_rows}"
+                 + (f" ({self.segments.num_rows} windows)" if self.segments is not None else ""),
                  f"  inputs errored:    {self.errors.num_rows}"]
         by_type = collections.Counter(
             zip(self.errors.column("stage").to_pylist(), self.errors.column("error_type").to_pylist()))
