@@ -51,9 +51,9 @@ class RunSummary:
         if self.segments is not None:
             # Each labelled clip has exactly its num_windows segments; errored clips have none.
             per_clip = collections.Counter(self.segments.column("clip_id").to_pylist())
-            expected = dict(zip(ids, self.clips.column("num_windows").to_pylist()))
-            if per_clip != collections.Counter({k: v for k, v in expected.items() if v}):
-                bad = sorted(k for k in set(per_clip) | set(expected) if per_clip.get(k, 0) != expected.get(k, 0))
+            expected = collections.Counter(dict(zip(ids, self.clips.column("num_windows").to_pylist())))
+            if per_clip != expected:
+                bad = sorted(k for k in set(per_clip) | set(expected) if per_clip[k] != expected[k])
                 raise AccountingError(f"run {self.run_id}: segments rows do not match the clips' "
                                       f"num_windows for {len(bad)} clip(s), e.g. {bad[:3]}")
 

@@ -172,6 +172,9 @@ def test_too_short_for_one_frame(tmp_path):
     # 1000 samples at 44.1 kHz are 363 at 16 kHz: too short only after resampling.
     with pytest.raises(WaveformTooShortError):
         list(iter_windows(write_audio(str(tmp_path / "b.wav"), tone(1000 / 44100, 44100), 44100), CONFIG))
+    # A single frame at 44.1 kHz: (almost) nothing survives resampling; still an error, not 0 windows.
+    with pytest.raises(WaveformTooShortError):
+        list(iter_windows(write_audio(str(tmp_path / "d.wav"), tone(1 / 44100, 44100) + 0.1, 44100), CONFIG))
     assert len(list(iter_windows(write_audio(str(tmp_path / "c.wav"), tone(0.025, 16000), 16000), CONFIG))) == 1
 
 

@@ -164,7 +164,9 @@ class _Windower:
     def finish(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
         """The tail window, if the rule gives one."""
         end = self._start + self._buffer.shape[0]
-        if end > self._covered and (self._index == 0 or self._buffer.shape[0] >= self._g.min_samples):
+        # With no window yet, the whole (short) signal is the window even if it is empty after
+        # resampling: the features step then refuses it as too short, never silently.
+        if self._index == 0 or (end > self._covered and self._buffer.shape[0] >= self._g.min_samples):
             yield self._index, self._start, end, self._buffer
         self._buffer = np.zeros(0, np.float32)
 
