@@ -46,6 +46,11 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or 0 for c in found) if found else 0
 
 
+def _distribution_count(result, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_name(name))["distributions"]
+    return sum(d.committed.count for d in found if d.committed) if found else 0
+
+
 def print_help() -> None:
     import argparse
 
@@ -83,7 +88,9 @@ def run(argv: list[str] | None = None) -> RunSummary:
     clips, errors, segments = read_run_tables(opts.output, run_id)
     summary = RunSummary(run_id=run_id, output=opts.output,
                          discovered=_counter(result, "inputs_discovered"),
-                         clips=clips, errors=errors, segments=segments)
+                         clips=clips, errors=errors, segments=segments,
+                         windows_scored=_counter(result, "windows_scored"),
+                         inference_batches=_distribution_count(result, "inference_request_batch_size"))
     summary.check_accounting()
     return summary
 

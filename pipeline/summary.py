@@ -38,6 +38,8 @@ class RunSummary:
     clips: pa.Table
     errors: pa.Table
     segments: pa.Table | None = None   # at least its clip_id column
+    windows_scored: int | None = None  # windows through inference, errored clips' included
+    inference_batches: int | None = None
 
     def check_accounting(self) -> None:
         labelled, errored = self.clips.num_rows, self.errors.num_rows
@@ -66,8 +68,11 @@ class RunSummary:
         lines = [f"run {self.run_id} -> {self.output.rstrip('/')}/{self.run_id}/",
                  f"  inputs discovered: {self.discovered}",
                  f"  clips labelled:    {self.clips.num_rows}"
-                 + (f" ({self.segments.num_rows} windows)" if self.segments is not None else ""),
-                 f"  inputs errored:    {self.errors.num_rows}"]
+                 + (f" ({self.segments.num_rows} windows)" if self.segments is not None else "")]
+        if self.windows_scored is not None and self.inference_batches is not None:
+            lines.append(f"  windows scored:    {self.windows_scored} in {self.inference_batches} "
+                         "inference batches")
+        lines.append(f"  inputs errored:    {self.errors.num_rows}")
         by_type = collections.Counter(
             zip(self.errors.column("stage").to_pylist(), self.errors.column("error_type").to_pylist()))
         for (stage, kind), n in sorted(by_type.items()):

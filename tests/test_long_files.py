@@ -84,6 +84,13 @@ def test_every_input_lands_in_exactly_one_table(corpus, no_overlap):
     assert {s["source_uri"] for s in segments} == {corpus["long"], corpus["short"]}
 
 
+def test_windows_of_different_files_share_inference_batches(no_overlap):
+    summary, _ = no_overlap
+    # 10 + 1 windows of the labelled files + 2 of the file that failed at 30 s, in batches of 4:
+    # 4 batches; batching per file would take 3 + 1 + 1 = 5.
+    assert (summary.windows_scored, summary.inference_batches) == (13, 4)
+
+
 def test_95_s_file_gets_10_windows_at_the_right_times(corpus, no_overlap):
     summary, segments = no_overlap
     rows = segments_of(segments, corpus["long"])
