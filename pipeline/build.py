@@ -1,14 +1,21 @@
-"""Assemble the labelling pipeline: discover -> decode + fbank -> RunInference -> rows -> Parquet."""
+"""Assemble the labelling pipeline.
+
+    discover -> decode + window + fbank (streaming) -> RunInference -> window scores
+             -> CoGroupByKey(clip id) -> clips + segments rows, or an error row -> Parquet
+
+Windows of all files flow through RunInference together, so its batches mix
+windows of different files. Only scores (never features) are grouped per clip.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA
+from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA
 from transforms.checkpoint import CheckpointInfo
 from transforms.discover import ExpandInputs
-from transforms.featurize import DecodeAndFeaturize
-from transforms.label_rows import ErrorsToRows, PredictionsToRows
+from transforms.featurize import OUTCOMES, DecodeAndFeaturize
+from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
 from transforms.mindspore_inference import MindSporeASTModelHandler
 
 
@@ -22,25 +29,33 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         | "Inputs" >> beam.Create(opts.input)
         | "Discover" >> beam.ParDo(ExpandInputs()).with_outputs("errors", main="uris"))
     # Discovery runs on one worker; the reshuffle lets decoding and inference fan out.
+    # Decoding, inference and scoring are then fused: each window goes on to batching as
+    # soon as it is cut, so a worker holds about one batch of features at a time.
     featurized = (
         discovered.uris
         | "SpreadOverWorkers" >> beam.Reshuffle()
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(
-            checkpoint.features, max_duration_seconds=opts.max_duration_seconds)
-        ).with_outputs("errors", main="windows"))
+            checkpoint.features, max_duration_seconds=opts.max_duration_seconds,
+            hop_seconds=opts.hop_seconds)).with_outputs(OUTCOMES, main="windows"))
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
                                        batch_size=opts.batch_size, device=opts.device)
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)
-        | "ToRows" >> beam.ParDo(PredictionsToRows(
-            checkpoint.labels, opts.activation, opts.top_k, checkpoint.model_id,
-            checkpoint.weights_sha256, run_id)).with_outputs("errors", main="clips"))
+        | "Score" >> beam.ParDo(ScoreWindows(opts.activation)).with_outputs(FAILURES, main="scores"))
+    assembled = (
+        {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
+        | "GroupWindowsByClip" >> beam.CoGroupByKey()
+        | "AssembleClips" >> beam.ParDo(AssembleClips(
+            checkpoint.labels, opts.activation, opts.top_k, opts.aggregate, checkpoint.model_id,
+            checkpoint.weights_sha256, run_id)).with_outputs("segments", "errors", main="clips"))
     errors = (
-        (discovered.errors, featurized.errors, scored.errors)
+        (discovered.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
-    scored.clips | "WriteClips" >> beam.io.WriteToParquet(
+    assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "clips"), CLIPS_SCHEMA, file_name_suffix=".parquet")
+    assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
+        table_prefix(opts.output, run_id, "segments"), SEGMENTS_SCHEMA, file_name_suffix=".parquet")
     errors | "WriteErrors" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")

@@ -19,6 +19,7 @@ from pipeline.options import LabelAudioOptions  # noqa: E402
 from pipeline.publish import begin_run, package_versions, write_manifest  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
 
@@ -47,6 +48,11 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or 0 for c in found) if found else 0
 
 
+def _distribution_count(result, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_name(name))["distributions"]
+    return sum(d.committed.count for d in found if d.committed) if found else 0
+
+
 def print_help() -> None:
     import argparse
 
@@ -70,6 +76,10 @@ def run(argv: list[str] | None = None) -> RunSummary:
         checkpoint = inspect_checkpoint(opts.model)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
+    try:
+        WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
+    except ValueError as e:
+        raise UsageError(f"--hop_seconds: {e}") from e
     run_id = opts.run_id or new_run_id()
     from pipeline.build import build_pipeline
 
@@ -79,10 +89,12 @@ def run(argv: list[str] | None = None) -> RunSummary:
     build_pipeline(p, opts, checkpoint, run_id)
     result = p.run()
     result.wait_until_finish()
-    clips, errors = read_run_tables(opts.output, run_id)
+    clips, errors, segments = read_run_tables(opts.output, run_id)
     summary = RunSummary(run_id=run_id, output=opts.output,
                          discovered=_counter(result, "inputs_discovered"),
-                         clips=clips, errors=errors)
+                         clips=clips, errors=errors, segments=segments,
+                         windows_scored=_counter(result, "windows_scored"),
+                         inference_batches=_distribution_count(result, "inference_request_batch_size"))
     summary.check_accounting()
     finished = datetime.datetime.now(datetime.timezone.utc)
     write_manifest(opts.output, run_id, build_manifest(opts, checkpoint, summary, started, finished))
@@ -100,12 +112,14 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished) -> 
                   "backend": opts.backend, "device": opts.device},
         "features": dataclasses.asdict(checkpoint.features),
         "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
-                     "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds},
+                     "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds,
+                     "hop_seconds": opts.hop_seconds, "aggregate": opts.aggregate},
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,
                     "clips_per_second": summary.clips.num_rows / seconds if seconds > 0 else None},
-        "tables": {"clips": summary.clips.num_rows, "errors": summary.errors.num_rows},
+        "tables": {"clips": summary.clips.num_rows, "errors": summary.errors.num_rows,
+                   "segments": summary.segments.num_rows if summary.segments is not None else 0},
     }
 
 

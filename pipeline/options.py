@@ -20,11 +20,27 @@ class LabelAudioOptions(PipelineOptions):
                             help="MindSpore device target for the native backend.")
         parser.add_argument("--batch_size", type=int, default=8,
                             help="Windows per inference call (fixed; the last batch is padded).")
-        parser.add_argument("--top_k", type=int, default=5, help="Labels kept per clip.")
+        parser.add_argument("--top_k", type=int, default=5,
+                            help="Labels kept per clip (clips table) and per window (segments table).")
+        parser.add_argument("--hop_seconds", type=float, default=None,
+                            help="Files are labelled in windows of the model's input length "
+                                 "(max_length x 10 ms: 10.24 s for AST). A window starts every "
+                                 "hop_seconds; default: one window length (no overlap). Must be "
+                                 "more than 0 and at most the window length; half of it gives 50%% "
+                                 "overlap. The last partial window is zero-padded like AST pads a "
+                                 "short clip; a tail shorter than 25 ms after the last full window "
+                                 "can make no fbank frame and is dropped (with overlap the last "
+                                 "window always covers it).")
+        parser.add_argument("--aggregate", default="max", choices=["max", "mean"],
+                            help="How a clip's label scores are made from its windows' scores "
+                                 "(after the activation): max (default) - a class scores as high as "
+                                 "its best window; mean - the average over windows. Per-window "
+                                 "labels go to the segments table.")
         parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"],
                             help="sigmoid for multi-label checkpoints (AudioSet), softmax for "
                                  "single-label ones.")
         parser.add_argument("--run_id", default=None,
                             help="Run identifier (default: UTC time + random suffix).")
         parser.add_argument("--max_duration_seconds", type=float, default=None,
-                            help="Refuse files whose header declares a longer duration.")
+                            help="Refuse files whose header declares a longer duration (or that "
+                                 "decode to one).")

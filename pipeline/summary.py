@@ -15,16 +15,19 @@ class AccountingError(RuntimeError):
     """Inputs were lost or duplicated: the run must not be trusted."""
 
 
-def read_table(output: str, run_id: str, table: str) -> pa.Table:
+def read_table(output: str, run_id: str, table: str, columns: list[str] | None = None) -> pa.Table:
     fs, root = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{run_id}/{table}")
     files = sorted(fs.glob(f"{root}/*.parquet"))
     if not files:
-        return TABLES[table].empty_table()
-    return pa.concat_tables(pq.read_table(f, filesystem=fs) for f in files)
+        empty = TABLES[table].empty_table()
+        return empty.select(columns) if columns else empty
+    return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def read_run_tables(output: str, run_id: str) -> tuple[pa.Table, pa.Table]:
-    return read_table(output, run_id, "clips"), read_table(output, run_id, "errors")
+def read_run_tables(output: str, run_id: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """clips, errors, and of segments (one row per window, can be large) only the clip ids."""
+    return (read_table(output, run_id, "clips"), read_table(output, run_id, "errors"),
+            read_table(output, run_id, "segments", columns=["clip_id"]))
 
 
 @dataclass
@@ -34,6 +37,9 @@ class RunSummary:
     discovered: int
     clips: pa.Table
     errors: pa.Table
+    segments: pa.Table | None = None   # at least its clip_id column
+    windows_scored: int | None = None  # windows through inference, errored clips' included
+    inference_batches: int | None = None
 
     def check_accounting(self) -> None:
         labelled, errored = self.clips.num_rows, self.errors.num_rows
@@ -44,6 +50,14 @@ class RunSummary:
         ids = self.clips.column("clip_id").to_pylist()
         if len(ids) != len(set(ids)):
             raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table")
+        if self.segments is not None:
+            # Each labelled clip has exactly its num_windows segments; errored clips have none.
+            per_clip = collections.Counter(self.segments.column("clip_id").to_pylist())
+            expected = collections.Counter(dict(zip(ids, self.clips.column("num_windows").to_pylist())))
+            if per_clip != expected:
+                bad = sorted(k for k in set(per_clip) | set(expected) if per_clip[k] != expected[k])
+                raise AccountingError(f"run {self.run_id}: segments rows do not match the clips' "
+                                      f"num_windows for {len(bad)} clip(s), e.g. {bad[:3]}")
 
     def counts(self) -> dict:
         by_type = collections.Counter(
@@ -60,8 +74,12 @@ class RunSummary:
     def render(self) -> str:
         lines = [f"run {self.run_id} -> {self.output.rstrip('/')}/{self.run_id}/",
                  f"  inputs discovered: {self.discovered}",
-                 f"  clips labelled:    {self.clips.num_rows}",
-                 f"  inputs errored:    {self.errors.num_rows}"]
+                 f"  clips labelled:    {self.clips.num_rows}"
+                 + (f" ({self.segments.num_rows} windows)" if self.segments is not None else "")]
+        if self.windows_scored is not None and self.inference_batches is not None:
+            lines.append(f"  windows scored:    {self.windows_scored} in {self.inference_batches} "
+                         "inference batches")
+        lines.append(f"  inputs errored:    {self.errors.num_rows}")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")
         if self.clips.num_rows:

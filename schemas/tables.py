@@ -5,7 +5,7 @@ column is added, removed or changes meaning, so readers can tell layouts apart.
 """
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: segments table; clips.num_windows, clips.aggregation
 
 LABEL_SCORE = pa.struct([
     pa.field("label", pa.string(), nullable=False),
@@ -21,12 +21,26 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("duration_seconds", pa.float64()),
     pa.field("original_sample_rate", pa.int32()),
     pa.field("channels", pa.int32()),
-    pa.field("labels", pa.list_(LABEL_SCORE)),
+    pa.field("labels", pa.list_(LABEL_SCORE)),       # top-k of the aggregated window scores
+    pa.field("num_windows", pa.int32()),              # windows the clip was cut into
+    pa.field("aggregation", pa.string()),             # how window scores became clip scores: max|mean
     pa.field("activation", pa.string()),
     pa.field("model_id", pa.string()),
     pa.field("model_sha256", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("labelled_at", pa.timestamp("us", tz="UTC")),
+], metadata=_METADATA)
+
+# One row per window of every labelled clip (windows of clips that went to the errors table
+# are not written). Times are seconds in the source's timeline; end excludes padding.
+SEGMENTS_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("window_index", pa.int32(), nullable=False),
+    pa.field("start_seconds", pa.float64(), nullable=False),
+    pa.field("end_seconds", pa.float64(), nullable=False),
+    pa.field("labels", pa.list_(LABEL_SCORE)),
+    pa.field("run_id", pa.string(), nullable=False),
 ], metadata=_METADATA)
 
 ERRORS_SCHEMA = pa.schema([
@@ -39,4 +53,4 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
 ], metadata=_METADATA)
 
-TABLES = {"clips": CLIPS_SCHEMA, "errors": ERRORS_SCHEMA}
+TABLES = {"clips": CLIPS_SCHEMA, "segments": SEGMENTS_SCHEMA, "errors": ERRORS_SCHEMA}

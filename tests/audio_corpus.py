@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import soundfile
 
 from pipeline.demo_audio import chirp, noise, tone, write_audio
 
@@ -37,3 +38,27 @@ def write_broken(folder: str) -> dict[str, str]:
     write_audio(os.path.join(folder, "too_short.wav"), tone(200 / 16000, 16000), 16000)
     return {"empty.wav": "decode", "random_bytes.wav": "decode", "truncated.flac": "decode",
             "too_short.wav": "features"}
+
+
+# A 95 s recording of distinct parts at known times (seconds): tone, noise, silence, chirp.
+LONG_PARTS = [("tone", 0.0, 20.0), ("noise", 20.0, 45.0), ("silence", 45.0, 60.0), ("chirp", 60.0, 95.0)]
+LONG_SECONDS = 95.0
+
+
+def long_recording(rate: int = 16000) -> np.ndarray:
+    parts = {"tone": lambda s: tone(s, rate, 440.0), "noise": lambda s: noise(s, rate, 5),
+             "silence": lambda s: np.zeros(int(s * rate)), "chirp": lambda s: chirp(s, rate)}
+    return np.concatenate([parts[name](end - start) for name, start, end in LONG_PARTS])
+
+
+def write_long(path: str, rate: int = 16000, channels: int = 1) -> str:
+    """The 95 s recording as a file (format from the extension)."""
+    return write_audio(path, long_recording(rate), rate, channels)
+
+
+def write_nan_midway(path: str, seconds: float = 40.0, nan_at: float = 30.0, rate: int = 16000) -> str:
+    """A float WAV that decodes fine up to ``nan_at`` seconds, then holds a NaN sample."""
+    data = noise(seconds, rate, 9).astype(np.float32)
+    data[int(nan_at * rate)] = np.nan
+    soundfile.write(path, data, rate, format="WAV", subtype="FLOAT")
+    return path

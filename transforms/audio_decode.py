@@ -49,23 +49,50 @@ def resample(waveform: np.ndarray, source_rate: int, target_rate: int = TARGET_S
     return soxr.resample(waveform, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,
-                 max_duration_seconds: float | None = None) -> DecodedAudio:
-    """Reads a whole file (path or seekable binary file object)."""
+@dataclass(frozen=True)
+class AudioHeader:
+    """What a file's header says, before any audio is read."""
+    original_sample_rate: int
+    channels: int
+    frames: int                   # declared frame count (libsndfile's; exact for WAV/FLAC)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.frames / self.original_sample_rate
+
+
+def open_sound(source: BinaryIO | str) -> soundfile.SoundFile:
+    """Opens a path or seekable binary file object; an unreadable header is a 'decode' error."""
     try:
-        sound = soundfile.SoundFile(source)
+        return soundfile.SoundFile(source)
     except Exception as e:  # libsndfile reports every unreadable header as a generic error
         raise AudioDecodeError("decode", f"not a readable audio file: {e}") from e
+
+
+def check_header(sound: soundfile.SoundFile, max_duration_seconds: float | None = None) -> AudioHeader:
+    """The header guards: plausible rate and channel count, declared duration within the limit."""
+    rate, channels, frames = sound.samplerate, sound.channels, sound.frames
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError("decode", f"implausible sample rate {rate} Hz in header")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioDecodeError("decode", f"unsupported channel count {channels} (max {MAX_CHANNELS})")
+    if max_duration_seconds is not None and frames / rate > max_duration_seconds:
+        raise AudioDecodeError(
+            "decode", f"declared duration {frames / rate:.1f} s exceeds --max_duration_seconds "
+                      f"{max_duration_seconds:g}")
+    return AudioHeader(original_sample_rate=int(rate), channels=int(channels), frames=int(frames))
+
+
+def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,
+                 max_duration_seconds: float | None = None) -> DecodedAudio:
+    """Reads a whole file (path or seekable binary file object) into memory.
+
+    For files of any length use :mod:`transforms.windowing`, which streams.
+    """
+    sound = open_sound(source)
     with sound:
-        rate, channels, frames = sound.samplerate, sound.channels, sound.frames
-        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            raise AudioDecodeError("decode", f"implausible sample rate {rate} Hz in header")
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise AudioDecodeError("decode", f"unsupported channel count {channels} (max {MAX_CHANNELS})")
-        if max_duration_seconds is not None and frames / rate > max_duration_seconds:
-            raise AudioDecodeError(
-                "decode", f"declared duration {frames / rate:.1f} s exceeds --max_duration_seconds "
-                          f"{max_duration_seconds:g}")
+        header = check_header(sound, max_duration_seconds)
+        rate = header.original_sample_rate
         try:
             samples = sound.read(dtype="float32", always_2d=True)
         except Exception as e:
@@ -79,5 +106,5 @@ def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,
         waveform = resample(mono, rate, target_rate)
     except Exception as e:
         raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz failed: {e}") from e
-    return DecodedAudio(waveform=waveform, original_sample_rate=int(rate), channels=int(channels),
+    return DecodedAudio(waveform=waveform, original_sample_rate=rate, channels=header.channels,
                         duration_seconds=samples.shape[0] / rate)

@@ -8,7 +8,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """What is known about one input clip once it is decoded."""
+    """What is known about one input clip from its header, before any window is decoded."""
     clip_id: str
     source_uri: str
     duration_seconds: float
@@ -34,6 +34,42 @@ class ScoredWindow:
     end_seconds: float
     logits: np.ndarray = field(repr=False)
     pooled: np.ndarray = field(repr=False)
+
+
+# What crosses the GroupByKey that reassembles a clip from its windows: scores and
+# small records only, never features, so a clip of hours groups in kilobytes.
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Per-class scores (after activation) of one window of a clip."""
+    window_index: int
+    start_seconds: float
+    end_seconds: float
+    scores: np.ndarray = field(repr=False)     # (num_labels,) float32
+
+
+@dataclass(frozen=True)
+class WindowFailure:
+    """One window whose inference raised."""
+    window_index: int
+    start_seconds: float
+    end_seconds: float
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    """How decoding one input ended: every input gets exactly one.
+
+    ``num_windows`` windows were handed to inference; ``error`` is set when decoding or
+    featurising failed, possibly after some windows were already handed on.
+    ``clip`` is None when the file could not even be opened.
+    """
+    source_uri: str
+    clip: ClipInfo | None
+    num_windows: int
+    error: "InputError | None" = None
 
 
 @dataclass(frozen=True)

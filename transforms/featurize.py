@@ -1,39 +1,55 @@
-"""Beam glue: read one audio URI, decode it, compute the model's input features."""
+"""Beam glue: read one audio URI and stream its windows' model input features.
+
+The streaming decode, resampling and windowing is transforms/windowing.py; this
+DoFn only opens the URI and routes what comes out.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
 import fsspec
 
-from transforms.audio_decode import TARGET_SAMPLE_RATE, decode_audio
-from transforms.elements import ClipInfo, FeatureWindow, InputError
-from transforms.fbank import FeatureConfig, ast_input_features
+from transforms.elements import ClipInfo, ClipOutcome, FeatureWindow, InputError
+from transforms.fbank import FeatureConfig, WaveformTooShortError
+from transforms.windowing import WindowedAudio
+
+OUTCOMES = "outcomes"
 
 
 class DecodeAndFeaturize(beam.DoFn):
-    """URI -> FeatureWindow, or an InputError on the 'errors' output."""
+    """URI -> a FeatureWindow per window (main output), emitted as each window fills, and
+    exactly one (clip_id, ClipOutcome) on the 'outcomes' output once the file is done.
+
+    A failure part-way through a file still leaves the windows emitted before it in flight;
+    the ClipOutcome carries the error so the clip is reassembled as an error, not a label.
+    """
 
     def __init__(self, features: FeatureConfig, storage_options: dict | None = None,
-                 max_duration_seconds: float | None = None):
+                 max_duration_seconds: float | None = None, hop_seconds: float | None = None):
         self._features = features
         self._storage_options = storage_options or {}
         self._max_duration = max_duration_seconds
+        self._hop_seconds = hop_seconds
         self._decoded = beam.metrics.Metrics.counter("audio_labelling", "clips_decoded")
+        self._windows = beam.metrics.Metrics.counter("audio_labelling", "windows_featurized")
 
     def process(self, uri: str):
+        clip, emitted = None, 0
         try:
-            with fsspec.open(uri, "rb", **self._storage_options) as f:
-                audio = decode_audio(f, TARGET_SAMPLE_RATE, self._max_duration)
+            with fsspec.open(uri, "rb", **self._storage_options) as f, \
+                    WindowedAudio(f, self._features, self._hop_seconds, self._max_duration) as audio:
+                header = audio.header
+                clip = ClipInfo(clip_id=uri, source_uri=uri, duration_seconds=header.duration_seconds,
+                                original_sample_rate=header.original_sample_rate, channels=header.channels)
+                for window in audio:
+                    yield FeatureWindow(clip=clip, window_index=window.index,
+                                        start_seconds=window.start_seconds, end_seconds=window.end_seconds,
+                                        features=window.features)
+                    emitted += 1
+                    self._windows.inc()
         except Exception as e:  # every failure becomes a row; the stage says where
-            yield beam.pvalue.TaggedOutput("errors", InputError.from_exception(uri, "read", e, uri))
-            return
-        clip = ClipInfo(clip_id=uri, source_uri=uri, duration_seconds=audio.duration_seconds,
-                        original_sample_rate=audio.original_sample_rate, channels=audio.channels)
-        try:
-            features = ast_input_features(audio.waveform, self._features)
-        except Exception as e:  # too short to make one fbank frame, or worse
-            yield beam.pvalue.TaggedOutput("errors", InputError.from_exception(uri, "features", e, uri))
+            stage = "features" if isinstance(e, WaveformTooShortError) else "read"
+            error = InputError.from_exception(uri, stage, e, uri)
+            yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, error)))
             return
         self._decoded.inc()
-        frames = self._features.max_length
-        yield FeatureWindow(clip=clip, window_index=0, start_seconds=0.0,
-                            end_seconds=min(audio.duration_seconds, frames / 100.0), features=features)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted)))

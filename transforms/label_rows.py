@@ -1,36 +1,79 @@
-"""Beam glue: RunInference results -> clips-table rows, failures -> errors-table rows."""
+"""Beam glue: RunInference results -> keyed window scores; grouped clips -> table rows.
+
+The numeric work (activation, aggregation, the partial-failure rule) is in
+transforms/labels.py and transforms/aggregate.py.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
-from transforms.elements import InputError
+from transforms.aggregate import assemble_clip, duplicate_input_errors
+from transforms.elements import InputError, WindowFailure, WindowScores
 from transforms.labels import activate, top_k
-from transforms.rows import clip_row, error_row
+from transforms.rows import clip_row, error_row, segment_row
+
+# CoGroupByKey tags of the values grouped per clip id.
+OUTCOME, SCORES, FAILURES = "outcome", "scores", "failures"
 
 
-class PredictionsToRows(beam.DoFn):
-    def __init__(self, labels: list[str], activation: str, k: int, model_id: str,
+class ScoreWindows(beam.DoFn):
+    """PredictionResult -> (clip_id, WindowScores), or (clip_id, WindowFailure) on 'failures'.
+
+    Only the activated scores travel on: features and pooled embeddings stay behind, so
+    the GroupByKey that follows holds a few numbers per window.
+    """
+
+    def __init__(self, activation: str):
+        self._activation = activation
+        self._scored = beam.metrics.Metrics.counter("audio_labelling", "windows_scored")
+
+    def process(self, result: PredictionResult):
+        window, scored = result.example, result.inference
+        key = window.clip.clip_id
+        if isinstance(scored, Exception):
+            yield beam.pvalue.TaggedOutput(FAILURES, (key, WindowFailure(
+                window.window_index, window.start_seconds, window.end_seconds,
+                type(scored).__name__, str(scored)[:500])))
+            return
+        self._scored.inc()
+        yield key, WindowScores(window.window_index, window.start_seconds, window.end_seconds,
+                                activate(scored.logits, self._activation))
+
+
+class AssembleClips(beam.DoFn):
+    """(clip_id, {outcome, scores, failures}) -> one clips row and its segments rows
+    ('segments' output), or one InputError ('errors' output)."""
+
+    def __init__(self, labels: list[str], activation: str, k: int, aggregation: str, model_id: str,
                  model_sha256: str, run_id: str):
         self._labels = labels
         self._activation = activation
         self._k = k
+        self._aggregation = aggregation
         self._model_id = model_id
         self._model_sha256 = model_sha256
         self._run_id = run_id
         self._labelled = beam.metrics.Metrics.counter("audio_labelling", "clips_labelled")
 
-    def process(self, result: PredictionResult):
-        window, scored = result.example, result.inference
-        if isinstance(scored, Exception):
-            error = InputError.from_exception(window.clip.source_uri, "inference", scored,
-                                              window.clip.clip_id)
-            yield beam.pvalue.TaggedOutput("errors", error_row(error, self._run_id))
+    def process(self, keyed):
+        _, grouped = keyed
+        outcomes = list(grouped[OUTCOME])
+        if len(outcomes) != 1:
+            for error in duplicate_input_errors(outcomes):
+                yield beam.pvalue.TaggedOutput("errors", error)
             return
-        scores = activate(scored.logits, self._activation)
+        result = assemble_clip(outcomes[0], grouped[SCORES], grouped[FAILURES], self._aggregation)
+        if isinstance(result, InputError):
+            yield beam.pvalue.TaggedOutput("errors", result)
+            return
         self._labelled.inc()
-        yield clip_row(scored.clip, top_k(scores, self._labels, self._k), self._activation,
-                       self._model_id, self._model_sha256, self._run_id)
+        yield clip_row(result.clip, top_k(result.scores, self._labels, self._k), self._activation,
+                       self._model_id, self._model_sha256, self._run_id,
+                       num_windows=len(result.windows), aggregation=result.aggregation)
+        for window in result.windows:
+            yield beam.pvalue.TaggedOutput("segments", segment_row(
+                result.clip, window, top_k(window.scores, self._labels, self._k), self._run_id))
 
 
 class ErrorsToRows(beam.DoFn):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 
-from transforms.elements import ClipInfo, InputError
+from transforms.elements import ClipInfo, InputError, WindowScores
 
 
 def utc_now() -> datetime.datetime:
@@ -11,7 +11,7 @@ def utc_now() -> datetime.datetime:
 
 
 def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
-             model_sha256: str, run_id: str) -> dict:
+             model_sha256: str, run_id: str, num_windows: int, aggregation: str) -> dict:
     return {
         "clip_id": clip.clip_id,
         "source_uri": clip.source_uri,
@@ -19,11 +19,25 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
         "original_sample_rate": clip.original_sample_rate,
         "channels": clip.channels,
         "labels": labels,
+        "num_windows": num_windows,
+        "aggregation": aggregation,
         "activation": activation,
         "model_id": model_id,
         "model_sha256": model_sha256,
         "run_id": run_id,
         "labelled_at": utc_now(),
+    }
+
+
+def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id: str) -> dict:
+    return {
+        "clip_id": clip.clip_id,
+        "source_uri": clip.source_uri,
+        "window_index": window.window_index,
+        "start_seconds": window.start_seconds,
+        "end_seconds": window.end_seconds,
+        "labels": labels,
+        "run_id": run_id,
     }
 
 

@@ -1,0 +1,313 @@
+"""Cut a recording of any length into the model's windows, streaming. Beam-free.
+
+The model sees ``max_length`` fbank frames of 10 ms, so one window is
+``max_length * 10 ms`` of audio at the model's rate: 1024 frames -> 10.24 s =
+163840 samples at 16 kHz. Windows start every ``hop`` samples (``--hop_seconds``;
+default one window, i.e. no overlap; any hop in (0, window] works, 50% included).
+
+Which windows a file gets (N = samples after resampling, W = window, H = hop;
+:func:`plan_windows` is the closed form, :class:`WindowedAudio` streams the same)::
+
+    full windows     k = 0, 1, ...  while k*H + W <= N:  samples [k*H, k*H + W)
+    one tail window  if samples after the last full window's end remain, the next
+                     hop position K*H starts one more window holding [K*H, N),
+                     padded as AST pads a short clip (fbank of the samples that
+                     exist, zero frames up to max_length, then normalisation)
+
+* A file shorter than one window is one (padded) window.
+* A file shorter than one 25 ms fbank frame (400 samples at 16 kHz, after
+  resampling) cannot be featurised: :class:`~transforms.fbank.WaveformTooShortError`
+  (the pipeline records it with stage ``features``).
+* The tail window is only emitted when it holds at least one frame (400
+  samples). With no overlap (H = W) it starts exactly where the covered audio
+  ends, so a tail shorter than 25 ms is dropped: at most 399 samples (24.9 ms) at
+  the very end of the file are left unlabelled, and the clip is labelled from its
+  full windows. With overlap (H <= W - 400 samples, e.g. 50%) the tail window
+  also holds the W - H samples the previous window already covered, so it always
+  has enough samples and the tail is always covered.
+* No window starts inside audio that earlier windows already cover completely:
+  with 50% hop a 95 s file gets 17 full windows (0-10.24 ... 81.92-92.16 s) and
+  one tail window 87.04-95.0 s, not a further 92.16-95.0 s one.
+
+Timestamps are in the source's timeline: resampling keeps time (soxr's output
+sample n lies at n / rate seconds of the input), so a window's start is
+``start_sample / rate`` and its end ``stop_sample / rate``, where ``stop_sample``
+is the last sample the window really holds (the padding is not counted).
+As in AST itself (Kaldi snip_edges), the last ``(n - 400) % 160`` samples of a
+window of n samples fall in no frame: 80 samples (5 ms) of every full window.
+
+Memory does not grow with the file: the file is read ``block_frames`` at a time
+(soundfile), down-mixed and resampled by a streaming soxr resampler ("HQ", the
+same filter as the one-shot path, bit-identical output), and only the samples
+of the window being filled are kept; each window's features are computed and
+handed out as soon as the window is full.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import soundfile
+import soxr
+from soundfile import _ffi, _snd
+
+from transforms.audio_decode import AudioDecodeError, AudioHeader, check_header, open_sound, to_mono
+from transforms.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
+                              ast_input_features)
+
+__all__ = ["WindowGeometry", "Window", "WindowedAudio", "plan_windows", "iter_windows",
+           "DEFAULT_BLOCK_FRAMES"]
+
+# Source frames read per block: 65536 frames is 1.5 s at 44.1 kHz, 1 MB per 4 channels of float32.
+DEFAULT_BLOCK_FRAMES = 1 << 16
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Window and hop in samples at the model's rate, and the fewest samples a window needs."""
+    window_samples: int
+    hop_samples: int
+    sample_rate: int
+    min_samples: int   # one fbank frame (25 ms)
+
+    @classmethod
+    def for_features(cls, features: FeatureConfig, hop_seconds: float | None = None) -> "WindowGeometry":
+        """The checkpoint's window (max_length frames of 10 ms) and a hop in (0, window]."""
+        rate = int(features.sampling_rate)
+        window = features.max_length * int(rate * FRAME_SHIFT_MS / 1000)
+        if hop_seconds is None:
+            hop = window
+        else:
+            if not (isinstance(hop_seconds, (int, float)) and math.isfinite(hop_seconds)):
+                raise ValueError(f"hop_seconds must be a finite number, got {hop_seconds!r}")
+            hop = int(round(hop_seconds * rate))
+            if not 0 < hop <= window:
+                raise ValueError(f"hop_seconds must be more than 0 and at most the model's window of "
+                                 f"{window / rate:g} s, got {hop_seconds:g}")
+        return cls(window_samples=window, hop_samples=hop, sample_rate=rate,
+                   min_samples=int(rate * FRAME_LENGTH_MS / 1000))
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+
+def plan_windows(num_samples: int, geometry: WindowGeometry) -> list[tuple[int, int]]:
+    """(start, stop) sample ranges of the windows of a signal of ``num_samples`` samples.
+
+    The closed form of the rule in the module docstring; :class:`WindowedAudio` emits the same
+    windows without knowing ``num_samples`` in advance. A first window shorter than
+    ``geometry.min_samples`` is still listed: it is the features step that refuses it.
+    """
+    if num_samples <= 0:
+        return []
+    w, h = geometry.window_samples, geometry.hop_samples
+    full = 1 + (num_samples - w) // h if num_samples >= w else 0
+    windows = [(k * h, k * h + w) for k in range(full)]
+    covered = windows[-1][1] if windows else 0
+    if num_samples > covered:
+        start = full * h
+        if not windows or num_samples - start >= geometry.min_samples:
+            windows.append((start, num_samples))
+    return windows
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    start_sample: int
+    stop_sample: int          # exclusive; the samples the window really holds, padding not counted
+    sample_rate: int
+    features: np.ndarray = field(repr=False)   # (max_length, num_mel_bins) float32
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start_sample / self.sample_rate
+
+    @property
+    def end_seconds(self) -> float:
+        return self.stop_sample / self.sample_rate
+
+
+class _Windower:
+    """Accumulates a sample stream and cuts it by the rule of :func:`plan_windows`.
+
+    Holds at most one window plus one pushed chunk: samples before the next window's start
+    are dropped as soon as a window is cut.
+    """
+
+    def __init__(self, geometry: WindowGeometry):
+        self._g = geometry
+        self._buffer = np.zeros(0, np.float32)
+        self._start = 0       # absolute index of self._buffer[0] = start of the next window
+        self._index = 0
+        self._covered = 0     # end of the last full window
+
+    def push(self, chunk: np.ndarray) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(index, start, stop, samples) of every window the chunk completes. ``samples`` is a
+        view that is only valid until the next call."""
+        self._buffer = np.concatenate((self._buffer, chunk)) if self._buffer.size else chunk
+        w, h = self._g.window_samples, self._g.hop_samples
+        while self._buffer.shape[0] >= w:
+            yield self._index, self._start, self._start + w, self._buffer[:w]
+            self._covered = self._start + w
+            self._buffer = self._buffer[h:]
+            self._start += h
+            self._index += 1
+
+    def finish(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """The tail window, if the rule gives one."""
+        end = self._start + self._buffer.shape[0]
+        # With no window yet, the whole (short) signal is the window even if it is empty after
+        # resampling: the features step then refuses it as too short, never silently.
+        if self._index == 0 or (end > self._covered and self._buffer.shape[0] >= self._g.min_samples):
+            yield self._index, self._start, end, self._buffer
+        self._buffer = np.zeros(0, np.float32)
+
+
+def _read_frames(sound: soundfile.SoundFile, out: np.ndarray) -> int:
+    """Reads up to ``len(out)`` frames into ``out`` (float32, C order, (frames, channels)) with
+    libsndfile's sequential read; returns the frames read, 0 at the end of the file.
+
+    Not ``SoundFile.read``: soundfile calls tell() before and seek() after every read, and on MP3
+    libsndfile's (mpg123's) seek is not sample-accurate, so reading an MP3 in blocks through
+    ``SoundFile.read`` returns wrong samples from the second or third block on (soundfile 0.14,
+    libsndfile 1.2.2: up to 0.6 off from sample 8192 of a tone with 4096-frame blocks).
+    Whole-file reads only seek once, at the end, which is why ``decode_audio`` is unaffected.
+    tests/test_windowing.py checks that block reads equal a whole-file read for every format.
+    """
+    frames = _snd.sf_readf_float(sound._file, _ffi.cast("float *", _ffi.from_buffer(out)), out.shape[0])
+    soundfile._error_check(_snd.sf_error(sound._file))
+    return int(frames)
+
+
+def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_rate: int,
+                      block_frames: int, max_duration_seconds: float | None) -> Iterator[np.ndarray]:
+    """Mono float32 chunks at ``target_rate`` (each a new array), read ``block_frames`` source
+    frames at a time.
+
+    Applies decode_audio's data guards block by block: corrupt data, NaN/Inf, no frames at all,
+    and the duration limit again on what is actually decoded (a header can understate it).
+    """
+    rate = header.original_sample_rate
+    resampler = None
+    if rate != target_rate:
+        try:
+            resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        except Exception as e:
+            raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz failed: {e}") from e
+    limit = None if max_duration_seconds is None else math.floor(max_duration_seconds * rate)
+    read = 0
+    buffer = np.empty((block_frames, header.channels), np.float32)
+    while True:
+        try:
+            n = _read_frames(sound, buffer)
+        except Exception as e:
+            raise AudioDecodeError("decode", f"audio data is corrupt or truncated after "
+                                             f"{read / rate:.2f} s: {e}") from e
+        if n == 0:
+            break
+        block = buffer[:n]
+        if not np.isfinite(block).all():
+            raise AudioDecodeError("decode", f"audio contains NaN or infinite samples "
+                                             f"(between {read / rate:.2f} s and {(read + n) / rate:.2f} s)")
+        read += n
+        if limit is not None and read > limit:
+            raise AudioDecodeError("decode", f"decoded duration exceeds --max_duration_seconds "
+                                             f"{max_duration_seconds:g}")
+        mono = to_mono(block)
+        if resampler is None:
+            yield np.array(mono, dtype=np.float32, copy=True)   # the read buffer is reused
+            continue
+        try:
+            out = resampler.resample_chunk(np.ascontiguousarray(mono), last=False)
+        except Exception as e:
+            raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz "
+                                               f"failed: {e}") from e
+        if out.size:
+            yield out
+    if read == 0:
+        raise AudioDecodeError("decode", "file holds no audio frames")
+    if resampler is not None:
+        try:
+            out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        except Exception as e:
+            raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz failed: {e}") from e
+        if out.size:
+            yield out
+
+
+class WindowedAudio:
+    """An opened audio file: ``header`` at once (from the file header, nothing decoded yet), then
+    iterate for its windows, each with its features. Iterate once; use as a context manager.
+
+    Raises :class:`~transforms.audio_decode.AudioDecodeError` (``stage`` is ``decode``,
+    ``resample`` or ``features``) or :class:`~transforms.fbank.WaveformTooShortError`; during
+    iteration such an error can come after some windows were already produced.
+    ``num_windows`` and ``num_samples`` (at the model's rate) count what has been produced.
+    """
+
+    def __init__(self, source: BinaryIO | str, features: FeatureConfig, hop_seconds: float | None = None,
+                 max_duration_seconds: float | None = None, block_frames: int = DEFAULT_BLOCK_FRAMES):
+        if block_frames < 1:
+            raise ValueError(f"block_frames must be at least 1, got {block_frames}")
+        self.geometry = WindowGeometry.for_features(features, hop_seconds)
+        self._features = features
+        self._max_duration = max_duration_seconds
+        self._block_frames = block_frames
+        self._sound = open_sound(source)
+        try:
+            self.header: AudioHeader = check_header(self._sound, max_duration_seconds)
+        except BaseException:
+            self._sound.close()
+            raise
+        self.num_windows = 0
+        self.num_samples = 0
+        self._started = False
+
+    def __enter__(self) -> "WindowedAudio":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sound.close()
+
+    def __iter__(self) -> Iterator[Window]:
+        if self._started:
+            raise RuntimeError("WindowedAudio can be iterated only once")
+        self._started = True
+        windower = _Windower(self.geometry)
+        for chunk in _resampled_blocks(self._sound, self.header, self.geometry.sample_rate,
+                                       self._block_frames, self._max_duration):
+            self.num_samples += chunk.shape[0]
+            for cut in windower.push(chunk):
+                yield self._window(*cut)
+        for cut in windower.finish():
+            yield self._window(*cut)
+
+    def _window(self, index: int, start: int, stop: int, samples: np.ndarray) -> Window:
+        try:
+            features = ast_input_features(samples, self._features)
+        except WaveformTooShortError:
+            raise
+        except Exception as e:
+            raise AudioDecodeError("features", f"fbank of window {index} failed: {e}") from e
+        self.num_windows += 1
+        return Window(index=index, start_sample=start, stop_sample=stop,
+                      sample_rate=self.geometry.sample_rate, features=features)
+
+
+def iter_windows(source: BinaryIO | str, features: FeatureConfig, hop_seconds: float | None = None,
+                 max_duration_seconds: float | None = None,
+                 block_frames: int = DEFAULT_BLOCK_FRAMES) -> Iterator[Window]:
+    """The windows of one file, streaming (see the module docstring for which windows)."""
+    with WindowedAudio(source, features, hop_seconds, max_duration_seconds, block_frames) as audio:
+        yield from audio
