@@ -11,11 +11,12 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA
+from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, with_optional_outputs
 from transforms.checkpoint import CheckpointInfo
 from transforms.discover import ExpandInputs
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
+from transforms.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
 
 
@@ -23,7 +24,8 @@ def table_prefix(output: str, run_id: str, table: str) -> str:
     return f"{output.rstrip('/')}/{run_id}/{table}/part"
 
 
-def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str) -> None:
+def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
+                   selection: LabelSelection) -> None:
     discovered = (
         p
         | "Inputs" >> beam.Create(opts.input)
@@ -42,20 +44,23 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)
-        | "Score" >> beam.ParDo(ScoreWindows(opts.activation)).with_outputs(FAILURES, main="scores"))
+        | "Score" >> beam.ParDo(ScoreWindows(opts.activation, keep_embeddings=bool(opts.emit_embeddings))).with_outputs(FAILURES, main="scores"))
     assembled = (
         {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
         | "AssembleClips" >> beam.ParDo(AssembleClips(
-            checkpoint.labels, opts.activation, opts.top_k, opts.aggregate, checkpoint.model_id,
-            checkpoint.weights_sha256, run_id)).with_outputs("segments", "errors", main="clips"))
+            selection, opts.activation, opts.aggregate, checkpoint.model_id, checkpoint.weights_sha256,
+            run_id, emit_scores=opts.emit_scores, embedding_dtype=opts.emit_embeddings)
+        ).with_outputs("segments", "errors", main="clips"))
     errors = (
         (discovered.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
     assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "clips"), CLIPS_SCHEMA, file_name_suffix=".parquet")
+        table_prefix(opts.output, run_id, "clips"),
+        with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings), file_name_suffix=".parquet")
     assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "segments"), SEGMENTS_SCHEMA, file_name_suffix=".parquet")
+        table_prefix(opts.output, run_id, "segments"),
+        with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings), file_name_suffix=".parquet")
     errors | "WriteErrors" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")

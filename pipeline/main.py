@@ -80,13 +80,20 @@ def run(argv: list[str] | None = None) -> RunSummary:
         WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
     except ValueError as e:
         raise UsageError(f"--hop_seconds: {e}") from e
+    from transforms.labels import LabelSelection
+
+    try:
+        selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,
+                                        opts.class_thresholds, opts.label_map)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
     run_id = opts.run_id or new_run_id()
     from pipeline.build import build_pipeline
 
     started = datetime.datetime.now(datetime.timezone.utc)
     begin_run(opts.output, run_id)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, opts, checkpoint, run_id)
+    build_pipeline(p, opts, checkpoint, run_id, selection)
     result = p.run()
     result.wait_until_finish()
     clips, errors, segments = read_run_tables(opts.output, run_id)
@@ -113,7 +120,10 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished) -> 
         "features": dataclasses.asdict(checkpoint.features),
         "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
                      "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds,
-                     "hop_seconds": opts.hop_seconds, "aggregate": opts.aggregate},
+                     "hop_seconds": opts.hop_seconds, "aggregate": opts.aggregate,
+                     "threshold": opts.threshold, "class_thresholds": opts.class_thresholds,
+                     "label_map": opts.label_map, "emit_scores": opts.emit_scores,
+                     "emit_embeddings": opts.emit_embeddings},
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,

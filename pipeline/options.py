@@ -22,6 +22,18 @@ class LabelAudioOptions(PipelineOptions):
                             help="Windows per inference call (fixed; the last batch is padded).")
         parser.add_argument("--top_k", type=int, default=5,
                             help="Labels kept per clip (clips table) and per window (segments table).")
+        parser.add_argument("--threshold", type=float, default=None,
+                            help="Keep only labels scoring at least this (0..1), within the top-k.")
+        parser.add_argument("--class_thresholds", default=None,
+                            help="CSV label,threshold: per-class thresholds that override --threshold.")
+        parser.add_argument("--label_map", default=None,
+                            help="CSV source_label,target_label: report labels in this vocabulary; a "
+                                 "target scores the max of its sources, unmapped classes are dropped.")
+        parser.add_argument("--emit_scores", action="store_true",
+                            help="Add the full score vector (label-index order) to clips and segments.")
+        parser.add_argument("--emit_embeddings", default=None, choices=["float16", "float32"],
+                            help="Add the model's pooled embedding to segments, and its mean over "
+                                 "windows to clips, in this precision.")
         parser.add_argument("--hop_seconds", type=float, default=None,
                             help="Files are labelled in windows of the model's input length "
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "

@@ -5,7 +5,8 @@ column is added, removed or changes meaning, so readers can tell layouts apart.
 """
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: segments table; clips.num_windows, clips.aggregation
+SCHEMA_VERSION = "3"  # 2: segments table; clips.num_windows, clips.aggregation. 3: clips.silent;
+#                        optional scores/embedding columns (with_optional_outputs)
 
 LABEL_SCORE = pa.struct([
     pa.field("label", pa.string(), nullable=False),
@@ -24,6 +25,7 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("labels", pa.list_(LABEL_SCORE)),       # top-k of the aggregated window scores
     pa.field("num_windows", pa.int32()),              # windows the clip was cut into
     pa.field("aggregation", pa.string()),             # how window scores became clip scores: max|mean
+    pa.field("silent", pa.bool_()),                   # digital silence: no sample above one 16-bit step
     pa.field("activation", pa.string()),
     pa.field("model_id", pa.string()),
     pa.field("model_sha256", pa.string()),
@@ -54,3 +56,19 @@ ERRORS_SCHEMA = pa.schema([
 ], metadata=_METADATA)
 
 TABLES = {"clips": CLIPS_SCHEMA, "segments": SEGMENTS_SCHEMA, "errors": ERRORS_SCHEMA}
+
+
+EMBEDDING_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+def with_optional_outputs(schema: pa.Schema, emit_scores: bool, embedding_dtype: str | None) -> pa.Schema:
+    """The clips or segments schema plus the columns a run asked for.
+
+    scores: the full score vector in label-index order (the vocabulary of --label_map when one
+    is given); embedding: the model's pooled output (the mean over windows for a clip).
+    """
+    if emit_scores:
+        schema = schema.append(pa.field("scores", pa.list_(pa.float32())))
+    if embedding_dtype:
+        schema = schema.append(pa.field("embedding", pa.list_(EMBEDDING_DTYPES[embedding_dtype])))
+    return schema

@@ -8,7 +8,7 @@ import pytest
 from pipeline.main import main, run
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio_decode import decode_audio
-from schemas.tables import TABLES
+from schemas.tables import SCHEMA_VERSION, TABLES
 from transforms.checkpoint import inspect_checkpoint
 from transforms.fbank import ast_input_features
 from transforms.labels import activate
@@ -63,7 +63,7 @@ def test_tables_are_parquet_with_schema_version(finished_run):
         files = [f for f in os.listdir(os.path.join(out, "e2e", table)) if f.endswith(".parquet")]
         assert files
         schema = pq.read_schema(os.path.join(out, "e2e", table, files[0]))
-        assert schema.metadata[b"schema_version"] == b"2"
+        assert schema.metadata[b"schema_version"] == SCHEMA_VERSION.encode()
         assert schema.equals(TABLES[table], check_metadata=True)
 
 

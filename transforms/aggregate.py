@@ -47,6 +47,8 @@ class AssembledClip:
     windows: list[WindowScores]          # in window order
     scores: np.ndarray = field(repr=False)   # aggregated, (num_classes,)
     aggregation: str
+    silent: bool = False
+    embedding: np.ndarray | None = field(default=None, repr=False)  # mean of the windows' pooled outputs
 
 
 def _describe(failure: WindowFailure) -> str:
@@ -81,8 +83,13 @@ def assemble_clip(outcome: ClipOutcome, scores: Iterable[WindowScores],
                           f"{len(windows)} window(s) {indices[:10]}{'...' if len(indices) > 10 else ''}",
                           clip_id)
     stacked = np.stack([w.scores for w in windows])
+    embedding = None
+    if windows[0].embedding is not None:
+        # A clip's embedding is the mean of its windows' pooled outputs (for one window: that output).
+        embedding = np.mean(np.stack([w.embedding for w in windows]), axis=0, dtype=np.float32)
     return AssembledClip(clip=outcome.clip, windows=windows,
-                         scores=aggregate_scores(stacked, aggregation), aggregation=aggregation)
+                         scores=aggregate_scores(stacked, aggregation), aggregation=aggregation,
+                         silent=outcome.silent, embedding=embedding)
 
 
 def duplicate_input_errors(outcomes: list[ClipOutcome]) -> list[InputError]:

@@ -46,6 +46,7 @@ class WindowScores:
     start_seconds: float
     end_seconds: float
     scores: np.ndarray = field(repr=False)     # (num_labels,) float32
+    embedding: np.ndarray | None = field(default=None, repr=False)  # pooled output, when asked for
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ClipOutcome:
     clip: ClipInfo | None
     num_windows: int
     error: "InputError | None" = None
+    silent: bool = False    # every decoded sample below one 16-bit step
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import fsspec
 
 from transforms.elements import ClipInfo, ClipOutcome, FeatureWindow, InputError
 from transforms.fbank import FeatureConfig, WaveformTooShortError
-from transforms.windowing import WindowedAudio
+from transforms.windowing import SILENCE_PEAK, WindowedAudio
 
 OUTCOMES = "outcomes"
 
@@ -52,4 +52,5 @@ class DecodeAndFeaturize(beam.DoFn):
             yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, error)))
             return
         self._decoded.inc()
-        yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted)))
+        silent = audio.peak < SILENCE_PEAK
+        yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, silent=silent)))

@@ -10,7 +10,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from transforms.aggregate import assemble_clip, duplicate_input_errors
 from transforms.elements import InputError, WindowFailure, WindowScores
-from transforms.labels import activate, top_k
+from transforms.labels import LabelSelection, activate
 from transforms.rows import clip_row, error_row, segment_row
 
 # CoGroupByKey tags of the values grouped per clip id.
@@ -24,8 +24,9 @@ class ScoreWindows(beam.DoFn):
     the GroupByKey that follows holds a few numbers per window.
     """
 
-    def __init__(self, activation: str):
+    def __init__(self, activation: str, keep_embeddings: bool = False):
         self._activation = activation
+        self._keep_embeddings = keep_embeddings
         self._scored = beam.metrics.Metrics.counter("audio_labelling", "windows_scored")
 
     def process(self, result: PredictionResult):
@@ -38,23 +39,34 @@ class ScoreWindows(beam.DoFn):
             return
         self._scored.inc()
         yield key, WindowScores(window.window_index, window.start_seconds, window.end_seconds,
-                                activate(scored.logits, self._activation))
+                                activate(scored.logits, self._activation),
+                                scored.pooled if self._keep_embeddings else None)
 
 
 class AssembleClips(beam.DoFn):
     """(clip_id, {outcome, scores, failures}) -> one clips row and its segments rows
     ('segments' output), or one InputError ('errors' output)."""
 
-    def __init__(self, labels: list[str], activation: str, k: int, aggregation: str, model_id: str,
-                 model_sha256: str, run_id: str):
-        self._labels = labels
+    def __init__(self, selection: LabelSelection, activation: str, aggregation: str, model_id: str,
+                 model_sha256: str, run_id: str, emit_scores: bool = False,
+                 embedding_dtype: str | None = None):
+        self._selection = selection
         self._activation = activation
-        self._k = k
         self._aggregation = aggregation
         self._model_id = model_id
         self._model_sha256 = model_sha256
         self._run_id = run_id
+        self._emit_scores = emit_scores
+        self._embedding_dtype = embedding_dtype
         self._labelled = beam.metrics.Metrics.counter("audio_labelling", "clips_labelled")
+
+    def _optional_columns(self, scores, embedding) -> dict:
+        extra = {}
+        if self._emit_scores:
+            extra["scores"] = self._selection.output_scores(scores).astype("float32")
+        if self._embedding_dtype:
+            extra["embedding"] = embedding.astype(self._embedding_dtype)
+        return extra
 
     def process(self, keyed):
         _, grouped = keyed
@@ -68,12 +80,15 @@ class AssembleClips(beam.DoFn):
             yield beam.pvalue.TaggedOutput("errors", result)
             return
         self._labelled.inc()
-        yield clip_row(result.clip, top_k(result.scores, self._labels, self._k), self._activation,
+        row = clip_row(result.clip, self._selection.select(result.scores), self._activation,
                        self._model_id, self._model_sha256, self._run_id,
-                       num_windows=len(result.windows), aggregation=result.aggregation)
+                       num_windows=len(result.windows), aggregation=result.aggregation,
+                       silent=result.silent)
+        yield {**row, **self._optional_columns(result.scores, result.embedding)}
         for window in result.windows:
-            yield beam.pvalue.TaggedOutput("segments", segment_row(
-                result.clip, window, top_k(window.scores, self._labels, self._k), self._run_id))
+            segment = segment_row(result.clip, window, self._selection.select(window.scores), self._run_id)
+            yield beam.pvalue.TaggedOutput(
+                "segments", {**segment, **self._optional_columns(window.scores, window.embedding)})
 
 
 class ErrorsToRows(beam.DoFn):

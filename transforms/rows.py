@@ -11,7 +11,8 @@ def utc_now() -> datetime.datetime:
 
 
 def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
-             model_sha256: str, run_id: str, num_windows: int, aggregation: str) -> dict:
+             model_sha256: str, run_id: str, num_windows: int, aggregation: str,
+             silent: bool = False) -> dict:
     return {
         "clip_id": clip.clip_id,
         "source_uri": clip.source_uri,
@@ -21,6 +22,7 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
         "labels": labels,
         "num_windows": num_windows,
         "aggregation": aggregation,
+        "silent": silent,
         "activation": activation,
         "model_id": model_id,
         "model_sha256": model_sha256,

@@ -269,6 +269,7 @@ class WindowedAudio:
             raise
         self.num_windows = 0
         self.num_samples = 0
+        self.peak = 0.0   # largest |sample| seen, to flag digital silence
         self._started = False
 
     def __enter__(self) -> "WindowedAudio":
@@ -288,6 +289,8 @@ class WindowedAudio:
         for chunk in _resampled_blocks(self._sound, self.header, self.geometry.sample_rate,
                                        self._block_frames, self._max_duration):
             self.num_samples += chunk.shape[0]
+            if chunk.size:
+                self.peak = max(self.peak, float(np.abs(chunk).max()))
             for cut in windower.push(chunk):
                 yield self._window(*cut)
         for cut in windower.finish():
@@ -303,6 +306,10 @@ class WindowedAudio:
         self.num_windows += 1
         return Window(index=index, start_sample=start, stop_sample=stop,
                       sample_rate=self.geometry.sample_rate, features=features)
+
+
+# Below one step of 16-bit PCM: what a silent recording decodes to, whatever its format.
+SILENCE_PEAK = 1.0 / 32768
 
 
 def iter_windows(source: BinaryIO | str, features: FeatureConfig, hop_seconds: float | None = None,
