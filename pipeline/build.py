@@ -38,13 +38,15 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         | "SpreadOverWorkers" >> beam.Reshuffle()
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(
             checkpoint.features, max_duration_seconds=opts.max_duration_seconds,
-            hop_seconds=opts.hop_seconds)).with_outputs(OUTCOMES, main="windows"))
+            hop_seconds=opts.hop_seconds, progress_seconds=opts.progress_seconds)
+        ).with_outputs(OUTCOMES, main="windows"))
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
                                        batch_size=opts.batch_size, device=opts.device)
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)
-        | "Score" >> beam.ParDo(ScoreWindows(opts.activation, keep_embeddings=bool(opts.emit_embeddings))).with_outputs(FAILURES, main="scores"))
+        | "Score" >> beam.ParDo(ScoreWindows(
+            opts.activation, keep_embeddings=bool(opts.emit_embeddings), progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, main="scores"))
     assembled = (
         {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
         | "GroupWindowsByClip" >> beam.CoGroupByKey()

@@ -19,6 +19,7 @@ from pipeline.options import LabelAudioOptions  # noqa: E402
 from pipeline.publish import begin_run, package_versions, write_manifest  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -92,6 +93,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
 
     started = datetime.datetime.now(datetime.timezone.utc)
     begin_run(opts.output, run_id)
+    reset_process_progress()
     p = beam.Pipeline(options=options)
     build_pipeline(p, opts, checkpoint, run_id, selection)
     result = p.run()

@@ -29,6 +29,8 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--label_map", default=None,
                             help="CSV source_label,target_label: report labels in this vocabulary; a "
                                  "target scores the max of its sources, unmapped classes are dropped.")
+        parser.add_argument("--progress_seconds", type=float, default=30.0,
+                            help="Each worker logs a progress line at most this often.")
         parser.add_argument("--emit_scores", action="store_true",
                             help="Add the full score vector (label-index order) to clips and segments.")
         parser.add_argument("--emit_embeddings", default=None, choices=["float16", "float32"],

@@ -65,8 +65,11 @@ def test_an_input_given_twice_is_an_error_per_copy():
 def test_score_windows_keeps_only_scores():
     window = FeatureWindow(CLIP, 2, 20.48, 25.0, np.zeros((1024, 128), np.float32))
     scored = ScoredWindow(CLIP, 2, 20.48, 25.0, logits=np.float32([0.0, 2.0]), pooled=np.zeros(4, np.float32))
-    [(key, out)] = list(ScoreWindows("sigmoid").process(PredictionResult(window, scored)))
+    fn = ScoreWindows("sigmoid")
+    fn.setup()   # as Beam does before any bundle
+    [(key, out)] = list(fn.process(PredictionResult(window, scored)))
+    assert out.embedding is None   # pooled outputs travel on only with --emit_embeddings
     assert key == "a.wav" and (out.window_index, out.start_seconds, out.end_seconds) == (2, 20.48, 25.0)
     np.testing.assert_allclose(out.scores, [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-6)
-    [tagged] = list(ScoreWindows("sigmoid").process(PredictionResult(window, ValueError("bad"))))
+    [tagged] = list(fn.process(PredictionResult(window, ValueError("bad"))))
     assert tagged.tag == FAILURES and tagged.value[1] == WindowFailure(2, 20.48, 25.0, "ValueError", "bad")

@@ -10,6 +10,7 @@ import fsspec
 
 from transforms.elements import ClipInfo, ClipOutcome, FeatureWindow, InputError
 from transforms.fbank import FeatureConfig, WaveformTooShortError
+from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
 from transforms.windowing import SILENCE_PEAK, WindowedAudio
 
 OUTCOMES = "outcomes"
@@ -24,13 +25,18 @@ class DecodeAndFeaturize(beam.DoFn):
     """
 
     def __init__(self, features: FeatureConfig, storage_options: dict | None = None,
-                 max_duration_seconds: float | None = None, hop_seconds: float | None = None):
+                 max_duration_seconds: float | None = None, hop_seconds: float | None = None,
+                 progress_seconds: float = DEFAULT_INTERVAL_SECONDS):
         self._features = features
         self._storage_options = storage_options or {}
         self._max_duration = max_duration_seconds
         self._hop_seconds = hop_seconds
+        self._progress_seconds = progress_seconds
         self._decoded = beam.metrics.Metrics.counter("audio_labelling", "clips_decoded")
         self._windows = beam.metrics.Metrics.counter("audio_labelling", "windows_featurized")
+
+    def setup(self):
+        self._progress = process_progress(self._progress_seconds)
 
     def process(self, uri: str):
         clip, emitted = None, 0
@@ -49,8 +55,10 @@ class DecodeAndFeaturize(beam.DoFn):
         except Exception as e:  # every failure becomes a row; the stage says where
             stage = "features" if isinstance(e, WaveformTooShortError) else "read"
             error = InputError.from_exception(uri, stage, e, uri)
+            self._progress.add(errors=1)
             yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, error)))
             return
         self._decoded.inc()
+        self._progress.add(files_decoded=1)
         silent = audio.peak < SILENCE_PEAK
         yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, silent=silent)))

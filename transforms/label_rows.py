@@ -11,6 +11,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from transforms.aggregate import assemble_clip, duplicate_input_errors
 from transforms.elements import InputError, WindowFailure, WindowScores
 from transforms.labels import LabelSelection, activate
+from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
 from transforms.rows import clip_row, error_row, segment_row
 
 # CoGroupByKey tags of the values grouped per clip id.
@@ -24,10 +25,15 @@ class ScoreWindows(beam.DoFn):
     the GroupByKey that follows holds a few numbers per window.
     """
 
-    def __init__(self, activation: str, keep_embeddings: bool = False):
+    def __init__(self, activation: str, keep_embeddings: bool = False,
+                 progress_seconds: float = DEFAULT_INTERVAL_SECONDS):
         self._activation = activation
+        self._progress_seconds = progress_seconds
         self._keep_embeddings = keep_embeddings
         self._scored = beam.metrics.Metrics.counter("audio_labelling", "windows_scored")
+
+    def setup(self):
+        self._progress = process_progress(self._progress_seconds)
 
     def process(self, result: PredictionResult):
         window, scored = result.example, result.inference
@@ -36,8 +42,10 @@ class ScoreWindows(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, (key, WindowFailure(
                 window.window_index, window.start_seconds, window.end_seconds,
                 type(scored).__name__, str(scored)[:500])))
+            self._progress.add(errors=1)
             return
         self._scored.inc()
+        self._progress.add(windows_scored=1)
         yield key, WindowScores(window.window_index, window.start_seconds, window.end_seconds,
                                 activate(scored.logits, self._activation),
                                 scored.pooled if self._keep_embeddings else None)
@@ -80,6 +88,7 @@ class AssembleClips(beam.DoFn):
             yield beam.pvalue.TaggedOutput("errors", result)
             return
         self._labelled.inc()
+        process_progress().add(clips_labelled=1)
         row = clip_row(result.clip, self._selection.select(result.scores), self._activation,
                        self._model_id, self._model_sha256, self._run_id,
                        num_windows=len(result.windows), aggregation=result.aggregation,
@@ -99,4 +108,6 @@ class ErrorsToRows(beam.DoFn):
     def process(self, error):
         row = error if isinstance(error, dict) else error_row(error, self._run_id)
         self._errored.inc()
+        # One counter per stage/type, so the runner's metrics say what went wrong, not only how often.
+        beam.metrics.Metrics.counter("audio_labelling_errors", f"{row['stage']}/{row['error_type']}").inc()
         yield row
