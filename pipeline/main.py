@@ -16,7 +16,7 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
-from pipeline.publish import begin_run, package_versions, write_manifest  # noqa: E402
+from pipeline.publish import begin_run, check_writable, package_versions, write_manifest  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
@@ -74,8 +74,9 @@ def run(argv: list[str] | None = None) -> RunSummary:
     opts = options.view_as(LabelAudioOptions)
     validate(opts)
     try:
+        check_writable(opts.output)
         checkpoint = inspect_checkpoint(opts.model)
-    except CheckpointError as e:
+    except (CheckpointError, PermissionError) as e:
         raise UsageError(str(e)) from e
     try:
         WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from importlib import metadata
 
 import fsspec
@@ -38,6 +39,18 @@ def begin_run(output: str, run_id: str, storage_options: dict | None = None) -> 
         fs.rm(manifest)
     if fs.exists(root):
         fs.rm(root, recursive=True)
+
+
+def check_writable(output: str, storage_options: dict | None = None) -> None:
+    """Write and remove a probe under the output root, so a bad --output fails at launch."""
+    fs, root = _fs(output, storage_options)
+    probe = f"{root.rstrip('/')}/.write_probe_{secrets.token_hex(4)}"
+    try:
+        fs.makedirs(root.rstrip("/"), exist_ok=True)
+        fs.pipe(probe, b"")
+        fs.rm(probe)
+    except Exception as e:
+        raise PermissionError(f"cannot write to --output {output}: {type(e).__name__}: {e}") from e
 
 
 def write_manifest(output: str, run_id: str, manifest: dict, storage_options: dict | None = None) -> str:

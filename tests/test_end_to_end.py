@@ -97,3 +97,16 @@ def test_cli_reports_bad_options_in_one_line(tmp_path, tiny_checkpoint, capsys):
     assert "--input is required" in capsys.readouterr().err
     assert main(["--input", str(tmp_path), "--output", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_cli_rejects_unwritable_output_and_unknown_backend(tmp_path, tiny_checkpoint, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    args = ["--input", str(tmp_path), "--model", tiny_checkpoint]
+    assert main(args + ["--output", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to --output" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as info:
+        main(args + ["--output", str(tmp_path / "o"), "--backend", "tensorflow"])
+    assert info.value.code == 2
+    assert "invalid choice: 'tensorflow'" in capsys.readouterr().err

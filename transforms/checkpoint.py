@@ -20,6 +20,8 @@ from transforms.fbank import FeatureConfig
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# Optional, in `sha256sum` format ("<hex>  model.safetensors"): when present, the weights must match.
+CHECKSUMS_FILE = "SHA256SUMS"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt")
 
 
@@ -50,6 +52,49 @@ def _read_json(fs, path: str, what: str) -> dict:
         raise CheckpointError(f"{what} is not valid JSON ({path}): {e}") from e
 
 
+def _expected_sha256(fs, path: str, uri: str) -> str:
+    with fs.open(path, "rb") as f:
+        text = f.read(1 << 20).decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        parts = line.strip().split()
+        if len(parts) == 2 and parts[1].lstrip("*") == WEIGHTS_FILE:
+            digest = parts[0].lower()
+            if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+                return digest
+            raise CheckpointError(f"{CHECKSUMS_FILE} in {uri} has a malformed sha256 for {WEIGHTS_FILE}")
+    raise CheckpointError(f"{CHECKSUMS_FILE} in {uri} lists no sha256 for {WEIGHTS_FILE}")
+
+
+def check_safetensors_header(fs, path: str, config: dict, uri: str) -> None:
+    """Reads only the safetensors header: a truncated or foreign file, or weights that do not fit
+    config.json, fail here at launch instead of on every worker."""
+    size = fs.size(path)
+    with fs.open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{WEIGHTS_FILE} in {uri} is truncated ({size} bytes)")
+        header_len = int.from_bytes(prefix, "little")
+        if header_len <= 0 or header_len > min(size - 8, 100 << 20):
+            raise CheckpointError(f"{WEIGHTS_FILE} in {uri} is not a safetensors file (bad header length)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{WEIGHTS_FILE} in {uri} has a corrupt header: {e}") from e
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = max((v.get("data_offsets", [0, 0])[1] for v in tensors.values()), default=0)
+    if 8 + header_len + end > size:
+        raise CheckpointError(f"{WEIGHTS_FILE} in {uri} is truncated: tensors need {8 + header_len + end} "
+                              f"bytes, the file has {size}")
+    classifier = tensors.get("classifier.dense.weight")
+    expected = [len(config.get("id2label", {})), config.get("hidden_size")]
+    if classifier is None:
+        raise CheckpointError(f"{WEIGHTS_FILE} in {uri} has no classifier.dense.weight: not an "
+                              "ASTForAudioClassification checkpoint")
+    if list(classifier.get("shape", [])) != expected:
+        raise CheckpointError(f"classifier.dense.weight in {uri} has shape {classifier.get('shape')}, "
+                              f"config.json implies {expected} (labels x hidden_size)")
+
+
 def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> CheckpointInfo:
     """Validates the directory and fingerprints the weights; fails fast with one clear message."""
     fs, root = _fs_and_path(uri, storage_options)
@@ -72,10 +117,17 @@ def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> Checkpo
     labels = [id2label[k] for k in sorted(id2label, key=int)]
     preprocessor = (_read_json(fs, f"{root}/{PREPROCESSOR_FILE}", PREPROCESSOR_FILE)
                     if PREPROCESSOR_FILE in names else None)
+    check_safetensors_header(fs, f"{root}/{WEIGHTS_FILE}", config, uri)
     digest = hashlib.sha256()
     with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
+    if CHECKSUMS_FILE in names:
+        expected = _expected_sha256(fs, f"{root}/{CHECKSUMS_FILE}", uri)
+        if expected != digest.hexdigest():
+            raise CheckpointError(
+                f"{WEIGHTS_FILE} in {uri} does not match {CHECKSUMS_FILE}: expected sha256 {expected}, "
+                f"got {digest.hexdigest()}; the weights were changed or corrupted")
     return CheckpointInfo(
         uri=uri,
         model_id=config.get("_name_or_path") or os.path.basename(root),
