@@ -15,8 +15,11 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
+from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
+from transforms.storage import StorageOptionsError  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
 
@@ -30,8 +33,9 @@ def new_run_id() -> str:
 
 
 def validate(opts: LabelAudioOptions) -> None:
-    if not opts.input:
-        raise UsageError("--input is required (a file, directory, glob or URL)")
+    if not opts.input and not opts.input_manifest:
+        raise UsageError("--input or --input_manifest is required (a file, directory, glob or URL; "
+                         "a list of URIs)")
     if not opts.output:
         raise UsageError("--output is required (a directory or URL)")
     if not opts.model:
@@ -43,6 +47,15 @@ def validate(opts: LabelAudioOptions) -> None:
 def _counter(result, name: str) -> int:
     found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
     return sum(c.committed or 0 for c in found) if found else 0
+
+
+def _shards_by_worker(result) -> dict[int, int]:
+    found = result.metrics().query(MetricsFilter().with_namespace(WORKERS_NAMESPACE))["counters"]
+    spread: dict[int, int] = {}
+    for c in found:
+        pid = int(c.key.metric.name.rsplit("_", 1)[1])
+        spread[pid] = spread.get(pid, 0) + (c.committed or 0)
+    return spread
 
 
 def print_help() -> None:
@@ -61,24 +74,33 @@ def run(argv: list[str] | None = None) -> RunSummary:
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         # Beam's default would try to download the Prism runner first; local runs need none.
         argv.append("--runner=DirectRunner")
+    try:
+        # Credentials leave the pipeline options here (Beam's workers log their options).
+        storage, argv = StorageSettings.from_argv(argv)
+    except StorageOptionsError as e:
+        raise UsageError(str(e)) from e
     options = PipelineOptions(argv)
     opts = options.view_as(LabelAudioOptions)
     validate(opts)
-    try:
-        checkpoint = inspect_checkpoint(opts.model)
-    except CheckpointError as e:
-        raise UsageError(str(e)) from e
-    run_id = opts.run_id or new_run_id()
-    from pipeline.build import build_pipeline
+    with storage.environment():
+        try:
+            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
+        except CheckpointError as e:
+            raise UsageError(str(e)) from e
+        run_id = opts.run_id or new_run_id()
+        from pipeline.build import build_pipeline
 
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, opts, checkpoint, run_id)
-    result = p.run()
-    result.wait_until_finish()
-    clips, errors = read_run_tables(opts.output, run_id)
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, opts, checkpoint, run_id, storage.public)
+        result = p.run()
+        result.wait_until_finish()
+        clips, errors = read_run_tables(opts.output, run_id, storage.fsspec_options())
     summary = RunSummary(run_id=run_id, output=opts.output,
                          discovered=_counter(result, "inputs_discovered"),
-                         clips=clips, errors=errors)
+                         clips=clips, errors=errors,
+                         shards_read=_counter(result, "shards_read"),
+                         members_ignored=_counter(result, "shard_members_ignored"),
+                         shards_by_worker=_shards_by_worker(result))
     summary.check_accounting()
     return summary
 

@@ -23,8 +23,9 @@ class PredictionsToRows(beam.DoFn):
     def process(self, result: PredictionResult):
         window, scored = result.example, result.inference
         if isinstance(scored, Exception):
-            error = InputError.from_exception(window.clip.source_uri, "inference", scored,
-                                              window.clip.clip_id)
+            clip = window.clip
+            error = InputError.from_exception(clip.source_uri, "inference", scored, clip.clip_id,
+                                              shard_uri=clip.shard_uri, member_name=clip.member_name)
             yield beam.pvalue.TaggedOutput("errors", error_row(error, self._run_id))
             return
         scores = activate(scored.logits, self._activation)
