@@ -24,6 +24,8 @@ class DecodeAndFeaturize(beam.DoFn):
         self._storage = Storage(resolve_storage_options(self._storage_options))
 
     def process(self, source: ClipSource | str):
+        if self._storage is None:   # process() called outside a runner
+            self.setup()
         source = ClipSource.of(source)
         try:
             with self._storage.open_clip(source) as f:

@@ -24,7 +24,10 @@ from transforms.storage import Storage, resolve_storage_options
 
 NAMESPACE = "audio_labelling"
 WORKERS_NAMESPACE = "audio_labelling.workers"
-SHARD_BLOCK_SIZE = 8 << 20   # read-ahead of the shard stream; bounds what is buffered
+# Read-ahead of the shard stream (fsspec's readahead cache: one ranged GET per block). Peak
+# memory grows with it (about 5 blocks on s3, see benchmarks/bench_shard_memory.py), not with
+# the shard; 4 MiB keeps GETs few and the footprint a few tens of MB.
+SHARD_BLOCK_SIZE = 4 << 20
 
 
 def member_clip_id(shard_uri: str, member_name: str) -> str:

@@ -13,8 +13,9 @@ A source is a plain audio file or a tar shard of clips (see transforms/shards.py
   ``uri`` field) or ``.parquet`` (a ``uri`` column); text formats may be
   compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``). Entries are taken
   literally (no globbing, no listing, no existence check here: a missing one
-  fails when it is read and gets its error row). Relative entries are resolved
-  against the manifest's folder.
+  fails when it is read and gets its error row), only spelled the way listing
+  spells them (``file:///x`` -> ``/x``). Relative entries are resolved against
+  the manifest's folder.
 
 Every URI is taken once per run, however many patterns or manifests name it.
 """
@@ -99,12 +100,13 @@ def manifest_format(uri: str) -> tuple[str, str | None]:
 
 
 def resolve_entry(manifest_uri: str, entry: str) -> str:
-    """Absolute entries as they are; relative ones against the manifest's folder."""
+    """Absolute entries as they are; relative ones against the manifest's folder (``.``/``..`` resolved)."""
     if "://" in entry or "::" in entry or entry.startswith("/"):
         return entry
-    while entry.startswith("./"):
-        entry = entry[2:]
-    return posixpath.join(manifest_uri.rsplit("/", 1)[0], entry) if "/" in manifest_uri else entry
+    scheme, sep, path = manifest_uri.rpartition("://")
+    folder = posixpath.dirname(path)
+    joined = posixpath.normpath(posixpath.join(folder, entry)) if folder else posixpath.normpath(entry)
+    return f"{scheme}{sep}{joined}"
 
 
 def _uri_value(value, where: str) -> str:
@@ -203,7 +205,9 @@ class Discovery:
                     entries += 1
                     if problem:
                         yield InputError(manifest, "manifest", "BadManifestEntry", problem)
-                    elif self._new(uri):
+                        continue
+                    uri = self._storage.canonical(uri)
+                    if self._new(uri):
                         yield source_for(uri)
             except Exception as e:
                 error = InputError.from_exception(manifest, "manifest", e)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import io
 import json
 import logging
@@ -54,6 +55,10 @@ SECRET_MARKERS = ("secret", "password", "token", "credential")
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                      FileExistsError)
+# Errnos that clients (s3fs maps S3 error codes to them) use for requests that cannot succeed.
+_PERMANENT_ERRNOS = frozenset({
+    errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOENT, errno.EEXIST, errno.EISDIR,
+    errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EMSGSIZE, errno.EROFS, errno.ENOSPC})
 # Network failures that some clients (botocore, aiohttp) raise outside the OSError tree.
 _TRANSIENT_NAMES = frozenset({
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
@@ -78,6 +83,8 @@ def is_transient(error: BaseException) -> bool:
     if type(error).__name__ in _TRANSIENT_NAMES:
         return True
     if isinstance(error, OSError):
+        if error.errno in _PERMANENT_ERRNOS:   # e.g. S3 400 Bad Request / InvalidArgument
+            return False
         # gzip.BadGzipFile and friends are corrupt data, not a flaky connection.
         return type(error).__module__ not in ("gzip", "zipfile", "tarfile", "lzma", "bz2")
     return False
@@ -226,7 +233,7 @@ class Storage:
 
     def open(self, url: str, block_size: int | None = None, compression: str | None = None) -> BinaryIO:
         fs, path = self.fs_and_path(url)
-        kwargs = {"block_size": block_size} if block_size else {}
+        kwargs = {"block_size": block_size, "cache_type": "readahead"} if block_size else {}
         if compression:
             kwargs["compression"] = compression
         return self.retry(lambda: fs.open(path, "rb", **kwargs), url)
@@ -239,6 +246,13 @@ class Storage:
         if "://" in path:   # http(s) keeps the whole URL as its path
             return path
         return fs.unstrip_protocol(path)
+
+    def canonical(self, url: str) -> str:
+        """One spelling per object (``memory://a`` and ``memory:///a``, ``file:///x`` and ``/x``)."""
+        if "::" in url:
+            return url
+        fs, path = self.fs_and_path(url)
+        return self.unstrip(fs, path)
 
     @contextlib.contextmanager
     def open_clip(self, source) -> Iterator[BinaryIO]:
