@@ -99,7 +99,7 @@ def test_unusable_manifest_entries_are_reported_one_by_one(mem):
 
 def test_discovery_takes_each_uri_once_and_reports_what_matched_nothing(mem):
     root, fs = mem
-    fs.pipe(f"{root}/m.txt", f"{root}/a.wav\nshards/s-0.tar\n{root}/missing.wav\n".encode())
+    fs.pipe(f"{root}/m.txt", f"{root}/a.wav\nshards/s-0.tar\nnosuchproto://x/y.wav\n{root}/missing.wav\n".encode())
     request = DiscoveryRequest(
         inputs=(f"{root}/a.wav", f"{root}/shards/*", f"{root}/no-such-*"),
         manifests=(f"{root}/m.txt", f"{root}/absent.txt", f"{root}/m.yaml"))
@@ -110,5 +110,6 @@ def test_discovery_takes_each_uri_once_and_reports_what_matched_nothing(mem):
     assert uris(sources) == ["a.wav", "s-0.tar", "s-1.tar.gz", "s-2.tgz", "missing.wav"]
     assert discovery.duplicates == 2    # a.wav and s-0.tar named twice
     assert [(e.source_uri.rsplit("/", 1)[-1], e.error_type) for e in errors] == [
-        ("no-such-*", "NoFilesMatched"), ("absent.txt", "FileNotFoundError"), ("m.yaml", "ManifestError")]
+        ("no-such-*", "NoFilesMatched"), ("y.wav", "ValueError"), ("absent.txt", "FileNotFoundError"),
+        ("m.yaml", "ManifestError")]
     assert json.dumps([e.message for e in errors])   # messages are plain text

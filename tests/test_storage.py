@@ -114,3 +114,12 @@ def test_beam_s3_options_alone_configure_fsspec_too():
     assert settings.fsspec_options() == {
         "s3": {"client_kwargs": {"endpoint_url": "http://h:1"}, "key": "AK", "secret": "SK"}}
     assert settings.public == {"s3": {"client_kwargs": {"endpoint_url": "http://h:1"}}}
+
+
+def test_cli_rejects_bad_storage_options_without_echoing_them(capsys):
+    from pipeline.main import main
+
+    assert main(["--input", "x", "--output", "y", "--model", "z",
+                 "--storage_options", '{"secret": "hunter2",}']) == 2
+    err = capsys.readouterr().err
+    assert "--storage_options is not valid JSON" in err and "hunter2" not in err

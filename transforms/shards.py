@@ -68,7 +68,7 @@ class ShardStats:
     resumed: int = 0                 # transient failures recovered from
     last_member: str | None = None   # last member fully read
     tar_offset: int = 0              # offset in the (uncompressed) tar stream of the next header
-    bytes_read: int = 0              # bytes of the shard object consumed (compressed size)
+    bytes_read: int = 0              # position in the shard object (compressed bytes consumed)
 
 
 class ShardReadError(Exception):
@@ -141,10 +141,14 @@ class ShardReader:
         failures = 0
         while True:
             try:
-                with self._open() as raw:
+                raw = self._open()   # retried by the storage layer; a failure here is final
+            except Exception as e:
+                raise ShardReadError(self.shard_uri, self.stats, e) from e
+            try:
+                with raw:
                     yield from self._read(raw)
                 return
-            except Exception as e:
+            except Exception as e:   # the stream broke: resume if it looks transient
                 failures += 1
                 if not is_transient(e) or failures >= self._policy.attempts:
                     raise ShardReadError(self.shard_uri, self.stats, e) from e
@@ -158,6 +162,7 @@ class ShardReader:
         audio: list[tuple[str, bytes]] = []
         problems: list[MemberProblem] = []
         meta: str | None = None
+        stats.bytes_read = 0          # this pass starts at byte 0 of the shard
         tar = tarfile.open(fileobj=_CountingReader(raw, stats), mode="r|*")
         try:
             while True:

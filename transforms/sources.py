@@ -206,7 +206,11 @@ class Discovery:
                     if problem:
                         yield InputError(manifest, "manifest", "BadManifestEntry", problem)
                         continue
-                    uri = self._storage.canonical(uri)
+                    try:
+                        uri = self._storage.canonical(uri)
+                    except Exception as e:   # e.g. a protocol whose fsspec package is missing
+                        yield InputError.from_exception(uri, "manifest", e)
+                        continue
                     if self._new(uri):
                         yield source_for(uri)
             except Exception as e:
