@@ -111,7 +111,7 @@ def test_tables_are_committed_on_s3(s3_server, s3_run):
     assert not [p for p in fs.find(output.removeprefix("s3://")) if "beam-temp" in p]
 
 
-def test_manifest_run_reads_exactly_the_listed_uris(s3_server, tiny_checkpoint, tmp_path, monkeypatch):
+def test_manifest_run_reads_exactly_the_listed_uris(s3_server, tiny_checkpoint, monkeypatch):
     fs = s3_server.filesystem()
     root = f"s3://{s3_server.bucket}/manifest-{uuid.uuid4().hex[:8]}"
     wav = audio_bytes("wav", tone(1.0, 16000), 16000)
@@ -125,10 +125,11 @@ def test_manifest_run_reads_exactly_the_listed_uris(s3_server, tiny_checkpoint, 
     upload(fs, f"{root}/lists/m.txt", "\n".join([
         "../a.wav", f"{root}/clips/c.wav", f"{root}/s.tar", f"{root}/a.wav", f"{root}/truncated.tar",
         f"{root}/missing.wav", f"{root}/missing.tar"]).encode())
-    # credentials from the usual environment variables this time; only the endpoint is an option
+    # Credentials from the usual environment variables this time, the endpoint only in
+    # --storage_options, no --s3_* flags: Beam's S3 sink must get the endpoint from there.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    summary = run(["--input_manifest", f"{root}/lists/m.txt", "--output", str(tmp_path),
+    summary = run(["--input_manifest", f"{root}/lists/m.txt", "--output", f"{root}/out",
                    "--model", tiny_checkpoint, "--batch_size", "2", "--run_id", "manifest",
                    "--storage_options", json.dumps(s3_server.storage_options(with_credentials=False))])
     assert sorted(summary.clips.column("clip_id").to_pylist()) == sorted([
@@ -143,6 +144,7 @@ def test_manifest_run_reads_exactly_the_listed_uris(s3_server, tiny_checkpoint, 
     assert stopped["error_type"] == "ReadError" and "after member 't2.wav'" in stopped["message"]
     # every listed thing is accounted for: 6 clips + 3 errors (run() checks this too)
     assert summary.discovered == 9
+    assert fs.glob(f"{root.removeprefix('s3://')}/out/manifest/clips/*.parquet")
 
 
 def test_two_workers_share_four_shards_read_from_s3_and_never_log_credentials(
