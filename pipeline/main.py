@@ -16,10 +16,13 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
-from pipeline.publish import begin_run, check_writable, package_versions, write_manifest  # noqa: E402
+from pipeline.publish import begin_run, check_writable, package_versions, redact, write_manifest  # noqa: E402
+from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
+from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
+from transforms.storage import StorageOptionsError  # noqa: E402
 from transforms.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -34,8 +37,9 @@ def new_run_id() -> str:
 
 
 def validate(opts: LabelAudioOptions) -> None:
-    if not opts.input:
-        raise UsageError("--input is required (a file, directory, glob or URL)")
+    if not opts.input and not opts.input_manifest:
+        raise UsageError("--input or --input_manifest is required (a file, directory, glob or URL; "
+                         "a list of URIs)")
     if not opts.output:
         raise UsageError("--output is required (a directory or URL)")
     if not opts.model:
@@ -54,6 +58,15 @@ def _distribution_count(result, name: str) -> int:
     return sum(d.committed.count for d in found if d.committed) if found else 0
 
 
+def _shards_by_worker(result) -> dict[int, int]:
+    found = result.metrics().query(MetricsFilter().with_namespace(WORKERS_NAMESPACE))["counters"]
+    spread: dict[int, int] = {}
+    for c in found:
+        pid = int(c.key.metric.name.rsplit("_", 1)[1])
+        spread[pid] = spread.get(pid, 0) + (c.committed or 0)
+    return spread
+
+
 def print_help() -> None:
     import argparse
 
@@ -70,52 +83,68 @@ def run(argv: list[str] | None = None) -> RunSummary:
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         # Beam's default would try to download the Prism runner first; local runs need none.
         argv.append("--runner=DirectRunner")
+    try:
+        # Credentials leave the pipeline options here (Beam's workers log their options).
+        storage, argv = StorageSettings.from_argv(argv)
+    except StorageOptionsError as e:
+        raise UsageError(str(e)) from e
     options = PipelineOptions(argv)
     opts = options.view_as(LabelAudioOptions)
     validate(opts)
-    try:
-        check_writable(opts.output)
-        checkpoint = inspect_checkpoint(opts.model)
-    except (CheckpointError, PermissionError) as e:
-        raise UsageError(str(e)) from e
-    try:
-        WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
-    except ValueError as e:
-        raise UsageError(f"--hop_seconds: {e}") from e
-    from transforms.labels import LabelSelection
+    with storage.environment():
+        try:
+            check_writable(opts.output, storage.fsspec_options())
+            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
+        except (CheckpointError, PermissionError) as e:
+            raise UsageError(str(e)) from e
+        try:
+            WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
+        except ValueError as e:
+            raise UsageError(f"--hop_seconds: {e}") from e
+        from transforms.labels import LabelSelection
 
-    try:
-        selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,
-                                        opts.class_thresholds, opts.label_map)
-    except (ValueError, OSError) as e:
-        raise UsageError(str(e)) from e
-    run_id = opts.run_id or new_run_id()
-    from pipeline.build import build_pipeline
+        try:
+            selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,
+                                            opts.class_thresholds, opts.label_map)
+        except (ValueError, OSError) as e:
+            raise UsageError(str(e)) from e
+        run_id = opts.run_id or new_run_id()
+        from pipeline.build import build_pipeline
 
-    started = datetime.datetime.now(datetime.timezone.utc)
-    begin_run(opts.output, run_id)
-    reset_process_progress()
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, opts, checkpoint, run_id, selection)
-    result = p.run()
-    result.wait_until_finish()
-    clips, errors, segments = read_run_tables(opts.output, run_id)
-    summary = RunSummary(run_id=run_id, output=opts.output,
-                         discovered=_counter(result, "inputs_discovered"),
-                         clips=clips, errors=errors, segments=segments,
-                         windows_scored=_counter(result, "windows_scored"),
-                         inference_batches=_distribution_count(result, "inference_request_batch_size"))
-    summary.check_accounting()
-    finished = datetime.datetime.now(datetime.timezone.utc)
-    write_manifest(opts.output, run_id, build_manifest(opts, checkpoint, summary, started, finished))
+        started = datetime.datetime.now(datetime.timezone.utc)
+        begin_run(opts.output, run_id, storage.fsspec_options())
+        reset_process_progress()
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public)
+        result = p.run()
+        result.wait_until_finish()
+        clips, errors, segments = read_run_tables(opts.output, run_id, storage.fsspec_options())
+        summary = RunSummary(run_id=run_id, output=opts.output,
+                             discovered=_counter(result, "inputs_discovered"),
+                             clips=clips, errors=errors, segments=segments,
+                             windows_scored=_counter(result, "windows_scored"),
+                             inference_batches=_distribution_count(result, "inference_request_batch_size"),
+                             shards_read=_counter(result, "shards_read"),
+                             members_ignored=_counter(result, "shard_members_ignored"),
+                             shards_by_worker=_shards_by_worker(result))
+        summary.check_accounting()
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        write_manifest(opts.output, run_id,
+                       build_manifest(opts, checkpoint, summary, started, finished, storage.public),
+                       storage.fsspec_options())
     return summary
 
 
-def build_manifest(opts, checkpoint, summary: RunSummary, started, finished) -> dict:
+def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
+                   storage_options: dict | None = None) -> dict:
+    """What a finished run publishes about itself. Credentials never enter it: storage options
+    arrive without them (StorageSettings.public) and are redacted again as a second guard."""
     seconds = (finished - started).total_seconds()
     return {
         "run_id": summary.run_id,
-        "inputs": list(opts.input),
+        "inputs": list(opts.input or []),
+        "input_manifests": list(getattr(opts, "input_manifest", None) or []),
+        "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),

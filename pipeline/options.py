@@ -6,10 +6,24 @@ class LabelAudioOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--input", action="append", default=None,
-                            help="Audio to label: a file, a directory (its audio files, recursively), "
-                                 "a glob or an fsspec URL. Repeat for several.")
+                            help="Audio to label: a file, a directory (its audio files and tar shards, "
+                                 "recursively), a glob (** too) or any fsspec URL (s3://, gs://, az://, "
+                                 "http(s)://, memory://, file://). .tar/.tar.gz/.tgz are read as "
+                                 "WebDataset shards. Repeat for several.")
+        parser.add_argument("--input_manifest", action="append", default=None,
+                            help="A list of URIs to label, at any fsspec URL: .txt (one a line), "
+                                 ".csv/.jsonl/.parquet (a 'uri' column). Entries are taken literally. "
+                                 "Repeat for several; combines with --input.")
+        parser.add_argument("--storage_options", default=None,
+                            help="JSON object of fsspec options for every remote filesystem, e.g. "
+                                 '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}}\', or '
+                                 'keyed by protocol: \'{"s3": {...}, "https": {...}}\'. Credentials in it '
+                                 "are kept out of logs and pipeline options; prefer the usual environment "
+                                 "variables (AWS_ACCESS_KEY_ID, ...). Beam's --s3_* options configure "
+                                 "writing tables to s3://; each set fills in what the other leaves out.")
         parser.add_argument("--output", default=None,
-                            help="Output root; tables go under <output>/<run_id>/.")
+                            help="Output root, a directory or URL (s3://bucket/prefix with Beam's --s3_* "
+                                 "options); tables go under <output>/<run_id>/.")
         parser.add_argument("--model", default=None,
                             help="AST checkpoint directory in Hugging Face layout (config.json, "
                                  "model.safetensors, optional preprocessor_config.json).")

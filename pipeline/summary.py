@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import TABLES
+from transforms.storage import options_for_protocol, protocol_of
 
 
 class AccountingError(RuntimeError):
     """Inputs were lost or duplicated: the run must not be trusted."""
 
 
-def read_table(output: str, run_id: str, table: str, columns: list[str] | None = None) -> pa.Table:
-    fs, root = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{run_id}/{table}")
+def read_table(output: str, run_id: str, table: str, storage_options: dict | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """All Parquet files of one table (any fsspec URL; storage_options as for --storage_options)."""
+    url = f"{output.rstrip('/')}/{run_id}/{table}"
+    fs, root = fsspec.core.url_to_fs(url, **options_for_protocol(storage_options or {}, protocol_of(url)))
     files = sorted(fs.glob(f"{root}/*.parquet"))
     if not files:
         empty = TABLES[table].empty_table()
@@ -24,10 +28,12 @@ def read_table(output: str, run_id: str, table: str, columns: list[str] | None =
     return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def read_run_tables(output: str, run_id: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+def read_run_tables(output: str, run_id: str,
+                    storage_options: dict | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
     """clips, errors, and of segments (one row per window, can be large) only the clip ids."""
-    return (read_table(output, run_id, "clips"), read_table(output, run_id, "errors"),
-            read_table(output, run_id, "segments", columns=["clip_id"]))
+    return (read_table(output, run_id, "clips", storage_options),
+            read_table(output, run_id, "errors", storage_options),
+            read_table(output, run_id, "segments", storage_options, columns=["clip_id"]))
 
 
 @dataclass
@@ -40,6 +46,9 @@ class RunSummary:
     segments: pa.Table | None = None   # at least its clip_id column
     windows_scored: int | None = None  # windows through inference, errored clips' included
     inference_batches: int | None = None
+    shards_read: int = 0
+    members_ignored: int = 0                       # non-audio members of shards (no rows)
+    shards_by_worker: dict[int, int] = field(default_factory=dict)   # worker pid -> shards read
 
     def check_accounting(self) -> None:
         labelled, errored = self.clips.num_rows, self.errors.num_rows
@@ -82,6 +91,10 @@ class RunSummary:
         lines.append(f"  inputs errored:    {self.errors.num_rows}")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")
+        if self.shards_read:
+            lines.append(f"  tar shards read:   {self.shards_read} (by worker pid: " + ", ".join(
+                f"{pid}: {n}" for pid, n in sorted(self.shards_by_worker.items())) + ")")
+            lines.append(f"  shard members ignored (not audio, not .json): {self.members_ignored}")
         if self.clips.num_rows:
             lines.append("  most frequent top label: " + ", ".join(
                 f"{label} ({n})" for label, n in self.top_labels()))

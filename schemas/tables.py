@@ -5,8 +5,10 @@ column is added, removed or changes meaning, so readers can tell layouts apart.
 """
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: segments table; clips.num_windows, clips.aggregation. 3: clips.silent;
-#                        optional scores/embedding columns (with_optional_outputs)
+# 2: segments table; clips.num_windows, clips.aggregation; shard_uri, member_name (clips, errors)
+#    and meta (clips) for clips read from tar shards.
+# 3: clips.silent; optional scores/embedding columns (with_optional_outputs).
+SCHEMA_VERSION = "3"
 
 LABEL_SCORE = pa.struct([
     pa.field("label", pa.string(), nullable=False),
@@ -19,6 +21,9 @@ _METADATA = {b"schema_version": SCHEMA_VERSION.encode()}
 CLIPS_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("shard_uri", pa.string()),       # the tar shard holding the clip; null for plain files
+    pa.field("member_name", pa.string()),     # the clip's member name inside shard_uri
+    pa.field("meta", pa.string()),            # JSON text of the sample's .json sidecar, if any
     pa.field("duration_seconds", pa.float64()),
     pa.field("original_sample_rate", pa.int32()),
     pa.field("channels", pa.int32()),
@@ -48,6 +53,8 @@ SEGMENTS_SCHEMA = pa.schema([
 ERRORS_SCHEMA = pa.schema([
     pa.field("source_uri", pa.string(), nullable=False),
     pa.field("clip_id", pa.string()),
+    pa.field("shard_uri", pa.string()),
+    pa.field("member_name", pa.string()),
     pa.field("stage", pa.string(), nullable=False),
     pa.field("error_type", pa.string(), nullable=False),
     pa.field("message", pa.string()),

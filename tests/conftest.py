@@ -12,3 +12,15 @@ from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
 def tiny_checkpoint(tmp_path_factory) -> str:
     """A small random AST in HF layout: 1024 frames, 128 mel bins, 12 labels."""
     return write_checkpoint(str(tmp_path_factory.mktemp("tiny_ast")), TinyASTSpec(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on loopback (free ports, credentials required), with a bucket."""
+    from tests.s3_server import SeaweedS3
+
+    server = SeaweedS3(str(tmp_path_factory.mktemp("seaweedfs"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.main import main, run
+from schemas.tables import SCHEMA_VERSION
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio_decode import decode_audio
 from schemas.tables import SCHEMA_VERSION, TABLES
@@ -94,7 +95,7 @@ def test_scores_equal_a_direct_mindnlp_forward(corpus, finished_run, tiny_checkp
 
 def test_cli_reports_bad_options_in_one_line(tmp_path, tiny_checkpoint, capsys):
     assert main(["--output", str(tmp_path), "--model", tiny_checkpoint]) == 2
-    assert "--input is required" in capsys.readouterr().err
+    assert "--input or --input_manifest is required" in capsys.readouterr().err
     assert main(["--input", str(tmp_path), "--output", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "model.safetensors" in capsys.readouterr().err
 

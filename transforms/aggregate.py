@@ -18,6 +18,8 @@ clips in the clips table, and every input lands in exactly one of clips / errors
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -61,12 +63,13 @@ def assemble_clip(outcome: ClipOutcome, scores: Iterable[WindowScores],
     """One clip's labels from all its windows, or the error row it must get instead."""
     uri = outcome.source_uri
     clip_id = outcome.clip.clip_id if outcome.clip else uri
+    where = {"shard_uri": outcome.clip.shard_uri, "member_name": outcome.clip.member_name} if outcome.clip else {}
     if outcome.error is not None:
         error = outcome.error
         if outcome.num_windows:
-            error = InputError(error.source_uri, error.stage, error.error_type,
-                               f"{error.message} (after {outcome.num_windows} window(s); the clip is not "
-                               f"labelled from part of the file)"[:2000], error.clip_id)
+            error = dataclasses.replace(
+                error, message=f"{error.message} (after {outcome.num_windows} window(s); the clip is not "
+                               f"labelled from part of the file)"[:2000])
         return error
     failures = sorted(failures, key=lambda f: f.window_index)
     if failures:
@@ -74,14 +77,14 @@ def assemble_clip(outcome: ClipOutcome, scores: Iterable[WindowScores],
         more = f"; and {len(failures) - _NAMED_FAILURES} more" if len(failures) > _NAMED_FAILURES else ""
         return InputError(uri, "inference", failures[0].error_type,
                           f"inference failed for {len(failures)} of {outcome.num_windows} window(s): "
-                          f"{named}{more}"[:2000], clip_id)
+                          f"{named}{more}"[:2000], clip_id, **where)
     windows = sorted(scores, key=lambda w: w.window_index)
     indices = [w.window_index for w in windows]
     if indices != list(range(outcome.num_windows)) or not windows:
         return InputError(uri, "aggregate", "WindowsMissing",
                           f"expected windows 0..{outcome.num_windows - 1}, got scores for "
                           f"{len(windows)} window(s) {indices[:10]}{'...' if len(indices) > 10 else ''}",
-                          clip_id)
+                          clip_id, **where)
     stacked = np.stack([w.scores for w in windows])
     embedding = None
     if windows[0].embedding is not None:
@@ -97,4 +100,6 @@ def duplicate_input_errors(outcomes: list[ClipOutcome]) -> list[InputError]:
     error row: their windows cannot be told apart, and accounting stays exact."""
     return [InputError(o.source_uri, "aggregate", "DuplicateInput",
                        f"this input was given {len(outcomes)} times in one run; give each file once",
-                       o.clip.clip_id if o.clip else o.source_uri) for o in outcomes]
+                       o.clip.clip_id if o.clip else o.source_uri,
+                       o.clip.shard_uri if o.clip else None, o.clip.member_name if o.clip else None)
+            for o in outcomes]

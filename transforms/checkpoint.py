@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import fsspec
 
 from transforms.fbank import FeatureConfig
+from transforms.storage import options_for_protocol, protocol_of
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -40,7 +41,7 @@ class CheckpointInfo:
 
 
 def _fs_and_path(uri: str, storage_options: dict | None = None):
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(uri, **options_for_protocol(storage_options or {}, protocol_of(uri)))
     return fs, path.rstrip("/")
 
 

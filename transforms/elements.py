@@ -7,6 +7,50 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class DiscoveryRequest:
+    """Everything the user asked to label: --input patterns and --input_manifest files."""
+    inputs: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """One discovered object: a plain audio file or a tar shard of clips."""
+    uri: str
+    kind: str          # "file" or "shard"
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """Where one clip's bytes come from.
+
+    A plain file is read from ``source_uri`` when it is decoded; a tar member's
+    bytes travel in ``data`` (tar streams are read once, front to back).
+    Clip identity: a file's URI, or ``<shard uri>#<member name>``.
+    """
+    clip_id: str
+    source_uri: str
+    shard_uri: str | None = None
+    member_name: str | None = None
+    meta: str | None = None                       # JSON text of the sample's .json sidecar
+    data: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, value: "ClipSource | str") -> "ClipSource":
+        return value if isinstance(value, ClipSource) else cls(clip_id=value, source_uri=value)
+
+    def clip_info(self, duration_seconds: float, original_sample_rate: int, channels: int) -> "ClipInfo":
+        return ClipInfo(clip_id=self.clip_id, source_uri=self.source_uri,
+                        duration_seconds=duration_seconds, original_sample_rate=original_sample_rate,
+                        channels=channels, shard_uri=self.shard_uri, member_name=self.member_name,
+                        meta=self.meta)
+
+    def error(self, stage: str, error: BaseException) -> "InputError":
+        return InputError.from_exception(self.source_uri, stage, error, self.clip_id,
+                                         shard_uri=self.shard_uri, member_name=self.member_name)
+
+
+@dataclass(frozen=True)
 class ClipInfo:
     """What is known about one input clip from its header, before any window is decoded."""
     clip_id: str
@@ -14,6 +58,9 @@ class ClipInfo:
     duration_seconds: float
     original_sample_rate: int
     channels: int
+    shard_uri: str | None = None
+    member_name: str | None = None
+    meta: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,9 +129,13 @@ class InputError:
     error_type: str
     message: str
     clip_id: str | None = None
+    shard_uri: str | None = None
+    member_name: str | None = None
 
     @classmethod
     def from_exception(cls, source_uri: str, stage: str, error: BaseException,
-                       clip_id: str | None = None) -> "InputError":
+                       clip_id: str | None = None, shard_uri: str | None = None,
+                       member_name: str | None = None) -> "InputError":
         return cls(source_uri=source_uri, stage=getattr(error, "stage", stage),
-                   error_type=type(error).__name__, message=str(error)[:2000], clip_id=clip_id)
+                   error_type=type(error).__name__, message=str(error)[:2000], clip_id=clip_id,
+                   shard_uri=shard_uri, member_name=member_name)

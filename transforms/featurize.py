@@ -6,19 +6,20 @@ DoFn only opens the URI and routes what comes out.
 from __future__ import annotations
 
 import apache_beam as beam
-import fsspec
 
-from transforms.elements import ClipInfo, ClipOutcome, FeatureWindow, InputError
+from transforms.elements import ClipOutcome, ClipSource, FeatureWindow
 from transforms.fbank import FeatureConfig, WaveformTooShortError
 from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
+from transforms.storage import Storage, resolve_storage_options
 from transforms.windowing import SILENCE_PEAK, WindowedAudio
 
 OUTCOMES = "outcomes"
 
 
 class DecodeAndFeaturize(beam.DoFn):
-    """URI -> a FeatureWindow per window (main output), emitted as each window fills, and
-    exactly one (clip_id, ClipOutcome) on the 'outcomes' output once the file is done.
+    """ClipSource (or a plain URI) -> a FeatureWindow per window (main output), emitted as each
+    window fills, and exactly one (clip_id, ClipOutcome) on the 'outcomes' output once the clip
+    is done.
 
     A failure part-way through a file still leaves the windows emitted before it in flight;
     the ClipOutcome carries the error so the clip is reassembled as an error, not a label.
@@ -34,18 +35,24 @@ class DecodeAndFeaturize(beam.DoFn):
         self._progress_seconds = progress_seconds
         self._decoded = beam.metrics.Metrics.counter("audio_labelling", "clips_decoded")
         self._windows = beam.metrics.Metrics.counter("audio_labelling", "windows_featurized")
+        self._storage = None
 
     def setup(self):
+        self._storage = Storage(resolve_storage_options(self._storage_options))
         self._progress = process_progress(self._progress_seconds)
 
-    def process(self, uri: str):
+    def process(self, source: ClipSource | str):
+        if self._storage is None:   # process() called outside a runner
+            self.setup()
+        source = ClipSource.of(source)
         clip, emitted = None, 0
         try:
-            with fsspec.open(uri, "rb", **self._storage_options) as f, \
+            with self._storage.open_clip(source) as f, \
                     WindowedAudio(f, self._features, self._hop_seconds, self._max_duration) as audio:
                 header = audio.header
-                clip = ClipInfo(clip_id=uri, source_uri=uri, duration_seconds=header.duration_seconds,
-                                original_sample_rate=header.original_sample_rate, channels=header.channels)
+                clip = source.clip_info(duration_seconds=header.duration_seconds,
+                                        original_sample_rate=header.original_sample_rate,
+                                        channels=header.channels)
                 for window in audio:
                     yield FeatureWindow(clip=clip, window_index=window.index,
                                         start_seconds=window.start_seconds, end_seconds=window.end_seconds,
@@ -54,11 +61,12 @@ class DecodeAndFeaturize(beam.DoFn):
                     self._windows.inc()
         except Exception as e:  # every failure becomes a row; the stage says where
             stage = "features" if isinstance(e, WaveformTooShortError) else "read"
-            error = InputError.from_exception(uri, stage, e, uri)
             self._progress.add(errors=1)
-            yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, error)))
+            yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
+                source.source_uri, clip, emitted, source.error(stage, e))))
             return
         self._decoded.inc()
         self._progress.add(files_decoded=1)
         silent = audio.peak < SILENCE_PEAK
-        yield beam.pvalue.TaggedOutput(OUTCOMES, (uri, ClipOutcome(uri, clip, emitted, silent=silent)))
+        yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
+            source.source_uri, clip, emitted, silent=silent)))

@@ -23,6 +23,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from pipeline.runtime_env import protobuf_backend_problem
 from transforms.checkpoint import local_checkpoint_dir
 from transforms.elements import FeatureWindow, ScoredWindow
+from transforms.storage import resolve_storage_options
 
 BACKENDS = ("native", "mindnlp")
 _LOG = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
 
     def load_model(self):
         started = time.perf_counter()
-        local = local_checkpoint_dir(self._checkpoint_uri, self._storage_options)
+        local = local_checkpoint_dir(self._checkpoint_uri,
+                                     resolve_storage_options(self._storage_options))
         runner = load_runner(local, self._backend, self._batch_size, self._device)
         _LOG.info("loaded %s AST from %s in %.1f s", self._backend, self._checkpoint_uri,
                   time.perf_counter() - started)

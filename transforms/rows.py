@@ -16,6 +16,9 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
     return {
         "clip_id": clip.clip_id,
         "source_uri": clip.source_uri,
+        "shard_uri": clip.shard_uri,
+        "member_name": clip.member_name,
+        "meta": clip.meta,
         "duration_seconds": clip.duration_seconds,
         "original_sample_rate": clip.original_sample_rate,
         "channels": clip.channels,
@@ -47,6 +50,8 @@ def error_row(error: InputError, run_id: str) -> dict:
     return {
         "source_uri": error.source_uri,
         "clip_id": error.clip_id,
+        "shard_uri": error.shard_uri,
+        "member_name": error.member_name,
         "stage": error.stage,
         "error_type": error.error_type,
         "message": error.message,

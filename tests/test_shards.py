@@ -1,0 +1,155 @@
+"""The tar shard reader on its own: WebDataset grouping, sidecars, odd members, failures, memory."""
+import io
+import json
+import os
+import tarfile
+import tracemalloc
+
+import pytest
+
+from tests.shard_corpus import json_bytes, make_tar
+from transforms.shards import MemberProblem, ShardClip, ShardReader, ShardReadError, webdataset_key
+from transforms.storage import RetryPolicy
+
+NO_WAIT = RetryPolicy(attempts=3, base_delay=0.0)
+
+
+def read_all(data: bytes, **kwargs):
+    reader = ShardReader("mem://shard.tar", lambda: io.BytesIO(data), policy=NO_WAIT, **kwargs)
+    return list(reader), reader.stats
+
+
+def test_webdataset_key_is_the_name_up_to_the_first_dot_of_the_basename():
+    assert webdataset_key("a/b.c/000123.seg.flac") == ("a/b.c/000123", "seg.flac")
+    assert webdataset_key("x.json") == ("x", "json")
+    assert webdataset_key("dir/README") == ("dir/README", "")
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_audio_members_become_clips_with_their_sidecar_and_the_rest_is_ignored(compression):
+    data = make_tar([
+        ("s/000.json", json_bytes({"speaker": "ann", "take": 1})),   # sidecar before its audio
+        ("s/000.wav", b"wav-bytes"),
+        ("s/000.txt", b"a transcript"),                              # not audio: ignored
+        ("s/001.flac", b"flac-bytes"),
+        ("s/001.json", b"{not json"),                                # invalid sidecar: meta null
+        ("s/dir", None),                                             # a directory: ignored
+        ("s/002.seg.MP3", b"mp3-bytes"),
+        ("s/002.json", json_bytes({"b": 2, "a": 1})),                # sidecar after its audio
+        ("s/003.meta.json", json_bytes({"x": 1})),                   # not the "json" extension
+    ], compression)
+    items, stats = read_all(data)
+    assert [type(i) for i in items] == [ShardClip] * 3
+    assert [(i.member_name, i.data) for i in items] == [
+        ("s/000.wav", b"wav-bytes"), ("s/001.flac", b"flac-bytes"), ("s/002.seg.MP3", b"mp3-bytes")]
+    assert json.loads(items[0].meta) == {"speaker": "ann", "take": 1}
+    assert items[1].meta is None
+    assert items[2].meta == '{"a": 1, "b": 2}'
+    assert (stats.members, stats.audio, stats.ignored) == (9, 3, 3)
+    assert (stats.sidecars, stats.sidecars_invalid) == (3, 1)
+
+
+def test_duplicate_and_oversized_audio_members_are_reported_not_read():
+    data = make_tar([("a.wav", b"1"), ("b.wav", b"x" * 5000), ("a.wav", b"2")])
+    items, _ = read_all(data, max_member_bytes=1000)
+    assert items[0] == ShardClip("a.wav", b"1")
+    problems = {i.member_name: i.error_type for i in items if isinstance(i, MemberProblem)}
+    assert problems == {"b.wav": "MemberTooLarge", "a.wav": "DuplicateMember"}
+
+
+def test_member_names_are_identifiers_only_nothing_is_extracted(tmp_path, monkeypatch):
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    monkeypatch.chdir(inner)
+    data = make_tar([("../escape.wav", b"a"), ("/abs/path.wav", b"b"), ("./dot.wav", b"c")])
+    items, _ = read_all(data)
+    assert [i.member_name for i in items] == ["../escape.wav", "/abs/path.wav", "./dot.wav"]
+    assert sorted(os.listdir(tmp_path)) == ["inner"] and os.listdir(inner) == []
+    assert not os.path.exists("/abs/path.wav")
+
+
+def test_truncated_shard_keeps_what_was_read_and_says_where_it_stopped():
+    members = [(f"{i:03d}.wav", bytes([i]) * 3000) for i in range(6)]
+    data = make_tar(members)
+    cut = 3 * (512 + 3072) + 512 + 1000     # in the middle of the 4th member's data
+    clips = []
+    with pytest.raises(ShardReadError) as failure:
+        for item in ShardReader("s3://b/s.tar", lambda: io.BytesIO(data[:cut]), policy=NO_WAIT):
+            clips.append(item.member_name)
+    assert clips == ["000.wav", "001.wav", "002.wav"]
+    message = str(failure.value)
+    assert "after member '002.wav'" in message and "tar offset 10752" in message
+    assert isinstance(failure.value.cause, tarfile.ReadError)
+
+
+def test_garbage_is_a_shard_error_before_any_member():
+    with pytest.raises(ShardReadError, match="before the first complete member"):
+        read_all(os.urandom(4096))
+
+
+class FlakyStream(io.BytesIO):
+    """Fault injection for a network stream: the connection drops once ``fail_at`` bytes are read."""
+
+    def __init__(self, data: bytes, fail_at: int | None):
+        super().__init__(data)
+        self.fail_at = fail_at
+
+    def read(self, size=-1):
+        if self.fail_at is None:
+            return super().read(size)
+        if self.tell() >= self.fail_at:
+            raise ConnectionResetError("connection reset by peer")
+        left = self.fail_at - self.tell()
+        return super().read(left if size < 0 else min(size, left))   # a short read, then the drop
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_a_dropped_connection_resumes_without_repeating_or_losing_members(compression):
+    members = []
+    for i in range(8):
+        members += [(f"k{i}.flac", os.urandom(2000)), (f"k{i}.json", json_bytes({"i": i}))]
+    data = make_tar(members, compression)
+    opens = []
+
+    def open_shard():
+        opens.append(1)
+        return FlakyStream(data, len(data) // 2 if len(opens) == 1 else None)
+
+    reader = ShardReader("s3://b/s.tar", open_shard, policy=NO_WAIT)
+    items = list(reader)
+    assert [i.member_name for i in items] == [f"k{i}.flac" for i in range(8)]
+    assert [json.loads(i.meta)["i"] for i in items] == list(range(8))
+    assert [i.data for i in items] == [d for n, d in members if n.endswith(".flac")]
+    assert len(opens) == 2 and reader.stats.resumed == 1 and reader.stats.members == 16
+
+
+def test_a_connection_that_keeps_dropping_becomes_a_shard_error():
+    data = make_tar([(f"{i}.wav", os.urandom(3000)) for i in range(4)])
+    reader = ShardReader("s3://b/s.tar", lambda: FlakyStream(data, 5000), policy=NO_WAIT)
+    with pytest.raises(ShardReadError, match="ConnectionResetError") as failure:
+        list(reader)
+    assert reader.stats.resumed == NO_WAIT.attempts - 1
+    assert "after member '0.wav'" in str(failure.value)
+
+
+def test_reading_a_50mb_shard_holds_one_member_at_a_time(tmp_path):
+    """Streaming: peak traced memory stays near one member's size, far below the shard's."""
+    member = 1 << 20
+    path = tmp_path / "big.tar"
+    with tarfile.open(path, "w") as tar:
+        for i in range(50):
+            info = tarfile.TarInfo(f"clip{i:03d}.wav")
+            info.size = member
+            tar.addfile(info, io.BytesIO(os.urandom(member)))
+    shard_size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        count = 0
+        for item in ShardReader(str(path), lambda: open(path, "rb"), policy=NO_WAIT):
+            count += len(item.data) == member
+            del item
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 50
+    assert peak < shard_size / 10, f"peak {peak} bytes for a {shard_size}-byte shard"

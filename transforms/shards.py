@@ -1,0 +1,224 @@
+"""Stream WebDataset tar shards member by member. Beam-free.
+
+A shard (``.tar``, ``.tar.gz``, ``.tgz``) is read front to back with tarfile's
+stream mode (``r|*``) over a file object: never downloaded whole, never
+extracted. Memory holds one WebDataset sample (the members sharing a key) at a
+time, so the reader's footprint is that of the largest sample, not of the shard.
+
+Member rules (WebDataset's): a member's *key* is its name up to the first dot of
+its basename (``a/b/000123.seg.flac`` -> key ``a/b/000123``), its *extension*
+what follows that dot; consecutive members sharing a key form a sample.
+
+* audio member (final suffix in AUDIO_EXTENSIONS): one clip; its bytes are read
+  and yielded as a :class:`ShardClip` with ``member_name`` as identity.
+* sidecar (extension exactly ``json``): its JSON becomes ``meta`` of every audio
+  clip of the same sample. Invalid or oversized JSON is counted and dropped
+  (``meta`` stays null); the audio is still labelled.
+* anything else (``.txt``, ``.cls``, ``.jpg``, ``x.meta.json``, directories,
+  links, devices): skipped unread and counted in ``ShardStats.ignored`` - it is
+  not an input clip, so it gets no row in either table.
+
+Member names are identifiers only: nothing is ever written to disk, so absolute
+names or ``..`` components are harmless and kept verbatim.
+
+A second audio member with a name already seen in the shard, or one larger than
+``max_member_bytes``, is yielded as a :class:`MemberProblem` (an errors-table
+row for that member). A transient storage error mid-stream re-opens the shard
+and resumes at the first sample not yet yielded; a permanent one (corrupt or
+truncated data) raises :class:`ShardReadError` saying after which member and
+at which offset reading stopped; what was yielded before stays yielded.
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from transforms.sources import is_audio_name
+from transforms.storage import DEFAULT_POLICY, RetryPolicy, is_transient
+
+MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
+MAX_SIDECAR_BYTES = 1 << 20        # 1 MiB of JSON metadata per sample
+
+
+@dataclass(frozen=True)
+class ShardClip:
+    member_name: str
+    data: bytes = field(repr=False)
+    meta: str | None = None          # canonical JSON text of the sample's sidecar
+
+
+@dataclass(frozen=True)
+class MemberProblem:
+    member_name: str
+    error_type: str
+    message: str
+
+
+@dataclass
+class ShardStats:
+    members: int = 0                 # tar members seen (headers read)
+    audio: int = 0                   # audio members yielded or reported
+    ignored: int = 0                 # non-audio, non-sidecar members skipped
+    sidecars: int = 0
+    sidecars_invalid: int = 0
+    resumed: int = 0                 # transient failures recovered from
+    last_member: str | None = None   # last member fully read
+    tar_offset: int = 0              # offset in the (uncompressed) tar stream of the next header
+    bytes_read: int = 0              # position in the shard object (compressed bytes consumed)
+
+
+class ShardReadError(Exception):
+    """The shard could not be read (further). ``cause`` is the underlying error."""
+
+    def __init__(self, shard_uri: str, stats: ShardStats, cause: BaseException):
+        self.shard_uri = shard_uri
+        self.stats = stats
+        self.cause = cause
+        if stats.members == 0 and stats.bytes_read == 0:
+            where = "could not open or read the shard"
+        elif stats.last_member is None:
+            where = (f"stopped before the first complete member, {stats.bytes_read} bytes into "
+                     f"the shard")
+        else:
+            where = (f"stopped after member {stats.last_member!r} (member {stats.members} read, "
+                     f"tar offset {stats.tar_offset}, {stats.bytes_read} bytes of the shard read)")
+        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+
+
+def webdataset_key(name: str) -> tuple[str, str]:
+    """(key, extension): the name up to / after the first dot of its basename."""
+    slash = name.rfind("/") + 1
+    base = name[slash:]
+    stem, dot, ext = base.partition(".")
+    return name[:slash] + stem, ext if dot else ""
+
+
+class _CountingReader:
+    """Read-only wrapper that counts the bytes tarfile pulled from the shard."""
+
+    def __init__(self, raw: BinaryIO, stats: ShardStats):
+        self._raw = raw
+        self._stats = stats
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._stats.bytes_read += len(data)
+        return data
+
+
+def _canonical_json(data: bytes) -> str | None:
+    try:
+        return json.dumps(json.loads(data.decode("utf-8")), sort_keys=True, ensure_ascii=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class ShardReader:
+    """Iterate the audio clips of one shard: ``for item in ShardReader(uri, open_fn): ...``.
+
+    ``open_fn`` returns a fresh binary file object positioned at the start of
+    the shard (the caller's storage layer retries the open itself). Items are
+    :class:`ShardClip` or :class:`MemberProblem`; ``stats`` fills in as it goes.
+    """
+
+    def __init__(self, shard_uri: str, open_fn: Callable[[], BinaryIO],
+                 policy: RetryPolicy = DEFAULT_POLICY, max_member_bytes: int = MAX_MEMBER_BYTES,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.shard_uri = shard_uri
+        self._open = open_fn
+        self._policy = policy
+        self._max_member_bytes = max_member_bytes
+        self._sleep = sleep
+        self.stats = ShardStats()
+        self._seen_audio: set[str] = set()
+        self._done_members = 0       # members before the first sample not yet yielded
+
+    def __iter__(self) -> Iterator[ShardClip | MemberProblem]:
+        failures = 0
+        while True:
+            try:
+                raw = self._open()   # retried by the storage layer; a failure here is final
+            except Exception as e:
+                raise ShardReadError(self.shard_uri, self.stats, e) from e
+            try:
+                with raw:
+                    yield from self._read(raw)
+                return
+            except Exception as e:   # the stream broke: resume if it looks transient
+                failures += 1
+                if not is_transient(e) or failures >= self._policy.attempts:
+                    raise ShardReadError(self.shard_uri, self.stats, e) from e
+                self.stats.resumed += 1
+                self._sleep(self._policy.delay(failures - 1))
+
+    def _read(self, raw: BinaryIO) -> Iterator[ShardClip | MemberProblem]:
+        stats = self.stats
+        index = 0
+        key = None
+        audio: list[tuple[str, bytes]] = []
+        problems: list[MemberProblem] = []
+        meta: str | None = None
+        stats.bytes_read = 0          # this pass starts at byte 0 of the shard
+        tar = tarfile.open(fileobj=_CountingReader(raw, stats), mode="r|*")
+        try:
+            while True:
+                member = tar.next()
+                tar.members.clear()   # stream mode would otherwise keep every header seen
+                if member is None:
+                    break
+                index += 1
+                if index <= self._done_members:   # resuming: this sample was yielded already
+                    continue
+                fresh = index > stats.members     # counted on the first pass only
+                stats.members = max(stats.members, index)
+                member_key, ext = webdataset_key(member.name)
+                if member_key != key:
+                    yield from self._flush(audio, problems, meta)
+                    self._done_members = index - 1
+                    key, audio, problems, meta = member_key, [], [], None
+                if not member.isfile():   # directories, links, devices
+                    stats.ignored += fresh
+                elif is_audio_name(member.name):
+                    stats.audio += fresh
+                    problem = self._check_audio(member, audio)
+                    if problem:
+                        problems.append(problem)
+                    else:
+                        audio.append((member.name, tar.extractfile(member).read()))
+                elif ext == "json":
+                    stats.sidecars += fresh
+                    meta = (_canonical_json(tar.extractfile(member).read())
+                            if member.size <= MAX_SIDECAR_BYTES else None)
+                    if fresh and meta is None:
+                        stats.sidecars_invalid += 1
+                else:
+                    stats.ignored += fresh
+                stats.last_member = member.name
+                stats.tar_offset = member.offset_data + _padded(member.size)
+            yield from self._flush(audio, problems, meta)
+            self._done_members = index
+        finally:
+            tar.close()
+
+    def _check_audio(self, member: tarfile.TarInfo, pending) -> MemberProblem | None:
+        if member.name in self._seen_audio or any(member.name == name for name, _ in pending):
+            return MemberProblem(member.name, "DuplicateMember",
+                                 f"a member named {member.name!r} already appeared in this shard")
+        if member.size > self._max_member_bytes:
+            return MemberProblem(member.name, "MemberTooLarge",
+                                 f"member is {member.size} bytes; the limit is {self._max_member_bytes}")
+        return None
+
+    def _flush(self, audio, problems, meta) -> Iterator[ShardClip | MemberProblem]:
+        for name, data in audio:
+            self._seen_audio.add(name)
+            yield ShardClip(member_name=name, data=data, meta=meta)
+        yield from problems
+
+
+def _padded(size: int) -> int:
+    return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
