@@ -10,6 +10,7 @@ windows of different files. Only scores (never features) are grouped per clip.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.ml.inference.base import RunInference
 
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, with_optional_outputs
@@ -29,8 +30,11 @@ def table_prefix(output: str, run_id: str, table: str) -> str:
 
 
 def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
-                   selection: LabelSelection, storage_options: dict | None = None) -> None:
-    """``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py)."""
+                   selection: LabelSelection, storage_options: dict | None = None,
+                   previous_clip_files: tuple[str, ...] = ()) -> None:
+    """``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
+    ``previous_clip_files``: clips-table files of finished earlier runs (--skip_labelled); their
+    clips, labelled by the same weights from the same source version, are skipped."""
     if storage_options is None:
         storage_options = parse_storage_options(getattr(opts, "storage_options", None))
     request = DiscoveryRequest(inputs=tuple(opts.input or ()),
@@ -42,10 +46,18 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # Discovery runs on one worker; the reshuffle spreads files and shards over workers. Reading,
     # decoding, inference and scoring are then fused: each window goes on to batching as soon as
     # it is cut, so a worker holds about one batch of features at a time.
+    labelled = (
+        p
+        | "PreviouslyLabelled" >> beam.Create(list(previous_clip_files))
+        | "ReadPreviousClips" >> ReadAllFromParquet(columns=["clip_id", "source_version", "model_sha256"])
+        | "SameModel" >> beam.Filter(lambda r, sha: r["model_sha256"] == sha and r["source_version"],
+                                     checkpoint.weights_sha256)
+        | "ByClipId" >> beam.Map(lambda r: (r["clip_id"], r["source_version"])))
     clips = (
         discovered.sources
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "ReadSources" >> beam.ParDo(ReadSources(storage_options)).with_outputs("errors", main="clips"))
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options), labelled=beam.pvalue.AsDict(labelled))
+        .with_outputs("errors", main="clips"))
     featurized = (
         clips.clips
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(

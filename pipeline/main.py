@@ -16,7 +16,8 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
-from pipeline.publish import begin_run, check_writable, package_versions, redact, write_manifest  # noqa: E402
+from pipeline.publish import (  # noqa: E402
+    begin_run, check_writable, finished_clip_files, package_versions, redact, write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
@@ -112,15 +113,19 @@ def run(argv: list[str] | None = None) -> RunSummary:
         from pipeline.build import build_pipeline
 
         started = datetime.datetime.now(datetime.timezone.utc)
+        # Listed before begin_run clears this run id: an earlier attempt of it is not a source.
+        previous = (finished_clip_files(opts.skip_labelled, run_id, storage.fsspec_options())
+                    if opts.skip_labelled else [])
         begin_run(opts.output, run_id, storage.fsspec_options())
         reset_process_progress()
         p = beam.Pipeline(options=options)
-        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public)
+        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous))
         result = p.run()
         result.wait_until_finish()
         clips, errors, segments = read_run_tables(opts.output, run_id, storage.fsspec_options())
         summary = RunSummary(run_id=run_id, output=opts.output,
                              discovered=_counter(result, "inputs_discovered"),
+                             skipped=_counter(result, "clips_skipped"),
                              clips=clips, errors=errors, segments=segments,
                              windows_scored=_counter(result, "windows_scored"),
                              inference_batches=_distribution_count(result, "inference_request_batch_size"),
@@ -155,7 +160,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                      "hop_seconds": opts.hop_seconds, "aggregate": opts.aggregate,
                      "threshold": opts.threshold, "class_thresholds": opts.class_thresholds,
                      "label_map": opts.label_map, "emit_scores": opts.emit_scores,
-                     "emit_embeddings": opts.emit_embeddings},
+                     "emit_embeddings": opts.emit_embeddings, "skip_labelled": opts.skip_labelled},
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,

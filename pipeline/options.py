@@ -43,6 +43,10 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--label_map", default=None,
                             help="CSV source_label,target_label: report labels in this vocabulary; a "
                                  "target scores the max of its sources, unmapped classes are dropped.")
+        parser.add_argument("--skip_labelled", default=None,
+                            help="Output root of earlier runs (may equal --output): clips that a "
+                                 "finished run there labelled with the same weights, from an unchanged "
+                                 "source (same ETag, or size and mtime), are skipped and counted.")
         parser.add_argument("--progress_seconds", type=float, default=30.0,
                             help="Each worker logs a progress line at most this often.")
         parser.add_argument("--emit_scores", action="store_true",

@@ -79,6 +79,20 @@ def finished_runs(output: str, storage_options: dict | None = None) -> list[str]
     return sorted(p.rstrip("/").split("/")[-2] for p in found)
 
 
+def finished_clip_files(output: str, exclude_run_id: str | None = None,
+                        storage_options: dict | None = None) -> list[str]:
+    """URIs of the clips-table files of every published run under ``output`` (--skip_labelled)."""
+    fs, root = _fs(output, storage_options)
+    files = []
+    for run_id in finished_runs(output, storage_options):
+        if run_id == exclude_run_id:
+            continue
+        for path in sorted(fs.glob(f"{root.rstrip('/')}/{run_id}/clips/*.parquet")):
+            local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+            files.append(path if local else fs.unstrip_protocol(path))
+    return files
+
+
 def redact(value):
     """A copy of a JSON-like value with every credential-named entry replaced."""
     if isinstance(value, dict):

@@ -44,6 +44,7 @@ class RunSummary:
     clips: pa.Table
     errors: pa.Table
     segments: pa.Table | None = None   # at least its clip_id column
+    skipped: int = 0                   # labelled by an earlier run (--skip_labelled)
     windows_scored: int | None = None  # windows through inference, errored clips' included
     inference_batches: int | None = None
     shards_read: int = 0
@@ -51,11 +52,11 @@ class RunSummary:
     shards_by_worker: dict[int, int] = field(default_factory=dict)   # worker pid -> shards read
 
     def check_accounting(self) -> None:
-        labelled, errored = self.clips.num_rows, self.errors.num_rows
-        if labelled + errored != self.discovered:
+        labelled, errored, skipped = self.clips.num_rows, self.errors.num_rows, self.skipped
+        if labelled + errored + skipped != self.discovered:
             raise AccountingError(
                 f"run {self.run_id}: {self.discovered} inputs discovered but {labelled} labelled + "
-                f"{errored} errored = {labelled + errored}")
+                f"{errored} errored + {skipped} skipped = {labelled + errored + skipped}")
         ids = self.clips.column("clip_id").to_pylist()
         if len(ids) != len(set(ids)):
             raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table")
@@ -73,7 +74,8 @@ class RunSummary:
             f"{stage}/{kind}" for stage, kind in zip(self.errors.column("stage").to_pylist(),
                                                      self.errors.column("error_type").to_pylist()))
         return {"discovered": self.discovered, "labelled": self.clips.num_rows,
-                "errored": self.errors.num_rows, "errors_by_type": dict(sorted(by_type.items()))}
+                "errored": self.errors.num_rows, "skipped": self.skipped,
+                "errors_by_type": dict(sorted(by_type.items()))}
 
     def top_labels(self, n: int = 5) -> list[tuple[str, int]]:
         counts = collections.Counter(
@@ -89,6 +91,8 @@ class RunSummary:
             lines.append(f"  windows scored:    {self.windows_scored} in {self.inference_batches} "
                          "inference batches")
         lines.append(f"  inputs errored:    {self.errors.num_rows}")
+        if self.skipped:
+            lines.append(f"  clips skipped:     {self.skipped} (labelled by an earlier run)")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")
         if self.shards_read:

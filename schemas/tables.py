@@ -7,7 +7,7 @@ import pyarrow as pa
 
 # 2: segments table; clips.num_windows, clips.aggregation; shard_uri, member_name (clips, errors)
 #    and meta (clips) for clips read from tar shards.
-# 3: clips.silent; optional scores/embedding columns (with_optional_outputs).
+# 3: clips.silent and clips.source_version; optional scores/embedding columns (with_optional_outputs).
 SCHEMA_VERSION = "3"
 
 LABEL_SCORE = pa.struct([
@@ -24,6 +24,7 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("shard_uri", pa.string()),       # the tar shard holding the clip; null for plain files
     pa.field("member_name", pa.string()),     # the clip's member name inside shard_uri
     pa.field("meta", pa.string()),            # JSON text of the sample's .json sidecar, if any
+    pa.field("source_version", pa.string()),  # ETag (or size+mtime) of the file/shard when read
     pa.field("duration_seconds", pa.float64()),
     pa.field("original_sample_rate", pa.int32()),
     pa.field("channels", pa.int32()),

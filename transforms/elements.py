@@ -34,6 +34,7 @@ class ClipSource:
     member_name: str | None = None
     meta: str | None = None                       # JSON text of the sample's .json sidecar
     data: bytes | None = field(default=None, repr=False)
+    source_version: str | None = None             # Storage.version of the file, or of the shard
 
     @classmethod
     def of(cls, value: "ClipSource | str") -> "ClipSource":
@@ -43,7 +44,7 @@ class ClipSource:
         return ClipInfo(clip_id=self.clip_id, source_uri=self.source_uri,
                         duration_seconds=duration_seconds, original_sample_rate=original_sample_rate,
                         channels=channels, shard_uri=self.shard_uri, member_name=self.member_name,
-                        meta=self.meta)
+                        meta=self.meta, source_version=self.source_version)
 
     def error(self, stage: str, error: BaseException) -> "InputError":
         return InputError.from_exception(self.source_uri, stage, error, self.clip_id,
@@ -61,6 +62,7 @@ class ClipInfo:
     shard_uri: str | None = None
     member_name: str | None = None
     meta: str | None = None
+    source_version: str | None = None
 
 
 @dataclass(frozen=True)

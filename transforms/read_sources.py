@@ -4,6 +4,7 @@ Runs after the Reshuffle that follows discovery, so shards spread over workers.
 Each shard is read where it lands (its members are not reshuffled: they go on,
 fused, to decoding in the same worker). Counters, namespace audio_labelling:
 
+* clips_skipped: discovered clips left out because --skip_labelled found them labelled.
 * inputs_discovered: +1 per plain file, +1 per audio member found in a shard,
   +1 per shard that fails (cannot be opened, breaks midway, holds no audio),
   matching its one error row. So discovered == labelled + errored stays exact.
@@ -46,18 +47,28 @@ class ReadSources(beam.DoFn):
         self._ignored = counter(NAMESPACE, "shard_members_ignored")
         self._invalid_sidecars = counter(NAMESPACE, "shard_sidecars_invalid")
         self._resumed = counter(NAMESPACE, "shard_reads_resumed")
+        self._skipped = counter(NAMESPACE, "clips_skipped")
 
     def setup(self):
         self._storage = Storage(resolve_storage_options(self._storage_options))
 
-    def process(self, source: SourceRef):
+    def process(self, source: SourceRef, labelled: dict | None = None):
+        """``labelled``: clip id -> source version of clips a finished earlier run labelled with
+        this model (--skip_labelled); such clips are counted as skipped and not read again."""
+        labelled = labelled or {}
+        # Recorded with every clip, so that a later --skip_labelled run can tell what changed.
+        version = self._storage.version(source.uri)
         if source.kind != "shard":
             self._discovered.inc()
-            yield ClipSource(clip_id=source.uri, source_uri=source.uri)
+            if version is not None and labelled.get(source.uri) == version:
+                self._skipped.inc()
+                return
+            yield ClipSource(clip_id=source.uri, source_uri=source.uri, source_version=version)
             return
-        yield from self._read_shard(source.uri)
+        yield from self._read_shard(source.uri, labelled, version)
 
-    def _read_shard(self, uri: str):
+    def _read_shard(self, uri: str, labelled: dict | None = None, version: str | None = None):
+        labelled = labelled or {}
         self._shards.inc()
         beam.metrics.Metrics.counter(WORKERS_NAMESPACE, f"shards_read_pid_{os.getpid()}").inc()
         reader = ShardReader(uri, lambda: self._storage.open(uri, block_size=SHARD_BLOCK_SIZE),
@@ -72,9 +83,12 @@ class ReadSources(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("errors", InputError(
                         clip_id, "read", item.error_type, item.message, clip_id=clip_id,
                         shard_uri=uri, member_name=item.member_name))
+                elif version is not None and labelled.get(clip_id) == version:
+                    self._skipped.inc()   # same shard content, labelled before: not again
                 else:
                     yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=uri,
-                                     member_name=item.member_name, meta=item.meta, data=item.data)
+                                     member_name=item.member_name, meta=item.meta, data=item.data,
+                                     source_version=version)
         except ShardReadError as e:
             self._discovered.inc()
             yield beam.pvalue.TaggedOutput("errors", InputError(

@@ -238,6 +238,21 @@ class Storage:
             kwargs["compression"] = compression
         return self.retry(lambda: fs.open(path, "rb", **kwargs), url)
 
+    def version(self, url: str) -> str | None:
+        """A fingerprint of the object's current content: its ETag where the store has one,
+        else size and modification time. None when it cannot be looked up (the read that
+        follows then reports the problem)."""
+        fs, path = self.fs_and_path(url)
+        try:
+            info = self.retry(lambda: fs.info(path), url)
+        except Exception:
+            return None
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+        if etag:
+            return f"etag:{str(etag).strip(chr(34))}"
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+        return f"size:{info.get('size')};mtime:{mtime}"
+
     def unstrip(self, fs, path: str) -> str:
         """fsspec strips the protocol; put it back so URIs are usable anywhere."""
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
