@@ -41,10 +41,14 @@ class TinyASTSpec:
     patch_size: int = 16
     frequency_stride: int = 10
     time_stride: int = 10
+    # Std of the random projection matrices. HF initialises with 0.02; in a 2-layer network that
+    # leaves every input with the same top label (the residual stream is all bias). 0.2 makes
+    # the demo's untrained labels depend on the audio, which tests and the demo report need.
+    weight_std: float = 0.2
 
 
 FULL_SIZE = TinyASTSpec(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_length=1024, num_labels=527)
+                        intermediate_size=3072, max_length=1024, num_labels=527, weight_std=0.02)
 
 
 def patch_grid(spec: TinyASTSpec) -> tuple[int, int]:
@@ -67,6 +71,9 @@ def random_state_dict(spec: TinyASTSpec, seed: int = 0) -> dict[str, np.ndarray]
     def normal(*shape):
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
+    def weight(*shape):
+        return (rng.standard_normal(shape) * spec.weight_std).astype(np.float32)
+
     def small(*shape):
         return (rng.standard_normal(shape) * 0.01).astype(np.float32)
 
@@ -76,7 +83,7 @@ def random_state_dict(spec: TinyASTSpec, seed: int = 0) -> dict[str, np.ndarray]
         pre + "embeddings.cls_token": normal(1, 1, h),
         pre + "embeddings.distillation_token": normal(1, 1, h),
         pre + "embeddings.position_embeddings": normal(1, f * t + 2, h),
-        pre + "embeddings.patch_embeddings.projection.weight": normal(h, 1, spec.patch_size, spec.patch_size),
+        pre + "embeddings.patch_embeddings.projection.weight": weight(h, 1, spec.patch_size, spec.patch_size),
         pre + "embeddings.patch_embeddings.projection.bias": small(h),
         pre + "layernorm.weight": np.ones(h, np.float32),
         pre + "layernorm.bias": np.zeros(h, np.float32),
@@ -89,13 +96,13 @@ def random_state_dict(spec: TinyASTSpec, seed: int = 0) -> dict[str, np.ndarray]
     for i in range(spec.num_hidden_layers):
         p = f"{pre}encoder.layer.{i}."
         for name in ("query", "key", "value"):
-            sd[p + f"attention.attention.{name}.weight"] = normal(h, h)
+            sd[p + f"attention.attention.{name}.weight"] = weight(h, h)
             sd[p + f"attention.attention.{name}.bias"] = small(h)
-        sd[p + "attention.output.dense.weight"] = normal(h, h)
+        sd[p + "attention.output.dense.weight"] = weight(h, h)
         sd[p + "attention.output.dense.bias"] = small(h)
-        sd[p + "intermediate.dense.weight"] = normal(inter, h)
+        sd[p + "intermediate.dense.weight"] = weight(inter, h)
         sd[p + "intermediate.dense.bias"] = small(inter)
-        sd[p + "output.dense.weight"] = normal(h, inter)
+        sd[p + "output.dense.weight"] = weight(h, inter)
         sd[p + "output.dense.bias"] = small(h)
         for ln in ("layernorm_before", "layernorm_after"):
             sd[p + f"{ln}.weight"] = np.ones(h, np.float32)
