@@ -45,6 +45,8 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError("--output is required (a directory or URL)")
     if not opts.model:
         raise UsageError("--model is required (an AST checkpoint directory)")
+    if opts.device == "cpu" and opts.precision != "fp32":
+        raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
 
@@ -153,7 +155,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "counts": summary.counts(),
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
-                  "backend": opts.backend, "device": opts.device},
+                  "backend": opts.backend, "device": opts.device, "precision": opts.precision},
         "features": dataclasses.asdict(checkpoint.features),
         "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
                      "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds,

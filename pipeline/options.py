@@ -30,8 +30,11 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--backend", default="native", choices=["native", "mindnlp"],
                             help="native: AST as compiled MindSpore Cells (fast); "
                                  "mindnlp: MindNLP's transformers port (reference).")
-        parser.add_argument("--device", default="cpu", choices=["cpu", "gpu", "ascend"],
-                            help="MindSpore device target for the native backend.")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "ascend"],
+                            help="MindSpore device for the native backend; auto tries Ascend, then "
+                                 "GPU, then CPU on each worker and logs its choice.")
+        parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                            help="Compute precision on GPU/Ascend (CPU workers always use fp32).")
         parser.add_argument("--batch_size", type=int, default=8,
                             help="Windows per inference call (fixed; the last batch is padded).")
         parser.add_argument("--top_k", type=int, default=5,

@@ -29,7 +29,38 @@ BACKENDS = ("native", "mindnlp")
 _LOG = logging.getLogger(__name__)
 
 
-def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str = "cpu"):
+DEVICES = ("auto", "cpu", "gpu", "ascend")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# --device auto tries these in order; the first MindSpore can use in this process wins.
+_AUTO_ORDER = (("ascend", "Ascend"), ("gpu", "GPU"), ("cpu", "CPU"))
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> the best device MindSpore can use here (Ascend, then GPU, then CPU), logged."""
+    if device != "auto":
+        return device
+    import mindspore as ms
+
+    for name, target in _AUTO_ORDER:
+        try:
+            if ms.hal.is_available(target):
+                _LOG.info("--device auto: using %s", name)
+                return name
+        except Exception:  # a backend whose runtime libraries are missing reports by raising
+            continue
+    return "cpu"
+
+
+def resolve_precision(device: str, precision: str) -> str:
+    """Half precisions are for accelerators; on a CPU worker they fall back to fp32, logged."""
+    if precision != "fp32" and device == "cpu":
+        _LOG.warning("--precision %s is for GPU/Ascend; this worker runs on CPU in fp32", precision)
+        return "fp32"
+    return precision
+
+
+def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str = "cpu",
+                precision: str = "fp32"):
     """The model object behind RunInference; also used directly by tests and benchmarks."""
     problem = protobuf_backend_problem()
     if problem:
@@ -41,13 +72,15 @@ def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str 
     if backend == "native":
         from transforms.ast_native import load_native_ast
 
-        return load_native_ast(checkpoint_dir, batch_size=batch_size, device=device)
+        device = resolve_device(device)
+        return load_native_ast(checkpoint_dir, batch_size=batch_size, device=device,
+                               precision=resolve_precision(device, precision))
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 
 class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any]):
     def __init__(self, checkpoint_uri: str, backend: str = "native", batch_size: int = 8,
-                 device: str = "cpu", storage_options: Optional[dict] = None):
+                 device: str = "auto", storage_options: Optional[dict] = None, precision: str = "fp32"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         # A fixed batch size: the compiled graph keeps one static shape.
@@ -56,13 +89,14 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         self._backend = backend
         self._batch_size = batch_size
         self._device = device
+        self._precision = precision
         self._storage_options = storage_options
 
     def load_model(self):
         started = time.perf_counter()
         local = local_checkpoint_dir(self._checkpoint_uri,
                                      resolve_storage_options(self._storage_options))
-        runner = load_runner(local, self._backend, self._batch_size, self._device)
+        runner = load_runner(local, self._backend, self._batch_size, self._device, self._precision)
         _LOG.info("loaded %s AST from %s in %.1f s", self._backend, self._checkpoint_uri,
                   time.perf_counter() - started)
         return runner
