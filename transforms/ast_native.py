@@ -21,9 +21,41 @@ num_mel_bins)`` and pads the last partial chunk with zeros.
 
 This module deliberately imports neither mindnlp, transformers nor torch.
 
-Speed notes (full-size AST: 12 layers, hidden 768, 1214 tokens; batch 4,
-2 CPU threads, AMD EPYC with AVX-512; clips/s, higher is better). See
-``benchmarks/bench_model.py`` and the notes at ``_SPEED_NOTES`` below.
+Speed notes. Full-size AST (12 layers, hidden 768, 1214 tokens), batch 4, on the 2-core
+AMD EPYC (AVX-512) dev VM, measured with the MindSpore profiler (per-op totals per batch)
+and ``benchmarks/bench_model.py``; other tenants' jobs often ran at the same time, so
+single runs vary by +-40%. Quiet-machine medians (bench_model.py --repeats 5, 2 threads):
+this graph 1.00 clips/s, PyTorch 2.13 eager (sdpa) 0.71, MindNLP PyNative 0.31; with
+--threads 1: 0.63 vs PyTorch 0.37.
+
+* Graph mode itself: first working version ~0.6 clips/s (op total ~6.2 s/batch).
+* fused q/k/v + ``qkv[0], qkv[1], qkv[2]`` indexing: the StridedSlice kernels cost
+  1.38 s/batch (22 %!). Replaced by Unstack: 28 ms. -> ~0.9 clips/s.
+* Broadcasting ``Add`` for biases: MindSpore's CPU Add kernel keeps a 16-byte/element
+  broadcast index table per instance, so peak RSS was 9.4 GB at batch 4 (3 GB at batch 1).
+  ``BiasAdd`` instead: 1.6 GB at batch 4, and Add+BiasAdd time 370 -> 190 ms/batch.
+* Head split/merge with Split+Stack / Unstack+Concat instead of reshape+Transpose:
+  Transpose keeps an 8-byte/element index table per instance (~1.4 GB at batch 4) and
+  cost 206 ms/batch; the replacement costs ~80 ms. Together with BiasAdd: op total
+  4.32 -> 4.04 s/batch, ~1.0 clips/s.
+* Fused QKV (one (3h, h) GEMM, concatenated at load time): no measurable gain once the
+  slicing was fixed (MatMul already runs at ~470 GFLOP/s, near this CPU's peak), so the
+  default keeps query/key/value separate (1:1 with HF names); ``fuse_qkv=True`` remains.
+* Scaling q by head_dim**-0.5 before q.k^T (exact for power-of-two factors) instead of
+  scaling the (b, heads, n, n) scores: saves one 70M-element multiply per layer.
+* ``ops.gelu(approximate="none")`` is a composite with a Div; ``x*0.5*(erf(x/sqrt2)+1)``
+  written out with a multiply is the same math, one cheaper op. ``erfc`` is slower than
+  ``erf`` on CPU. The tanh GELU primitive is both inexact and slower.
+* Pre-transposed weights (plain MatMul) vs MatMul(transpose_b=True): same speed.
+  ``ops.Dense`` / ``ops.addmm``: no faster, and they keep the broadcast index tables.
+* No gain: LayerNorm written out from reductions (22 vs 16 ms), attention split into
+  per-head chunks to stay in cache (within noise), ``jit_level="O1"`` (within noise),
+  ``memory_optimize_level="O1"`` (no memory change), two half-batches on two threads
+  (slower), ``mindspore.runtime.set_cpu_affinity(True)`` (one noisy run, no gain seen).
+* Threads: MindSpore already uses all cores by default; its MatMul kept both cores busy
+  even with ``threads_num(1)``/``OMP_NUM_THREADS=1``. Erf, LayerNorm and Softmax kernels
+  run single-threaded (~1.3 s of ~4 s per batch), which is why the graph keeps only
+  ~1.6 of 2 cores busy; they are the remaining cost apart from the GEMMs.
 """
 from __future__ import annotations
 
@@ -41,9 +73,6 @@ from mindspore.common.initializer import initializer
 
 __all__ = ["ASTNativeConfig", "ASTForAudioClassification", "NativeASTRunner", "load_native_ast",
            "CheckpointError"]
-
-_SPEED_NOTES = """filled in below once measured"""
-
 
 class CheckpointError(ValueError):
     """The checkpoint directory cannot be loaded into the native AST."""
@@ -115,7 +144,10 @@ def _param(shape, dtype=ms.float32) -> Parameter:
 class Linear(nn.Cell):
     """torch.nn.Linear: y = x @ weight.T + bias, weight (out, in) as in the checkpoint.
 
-    Inputs of rank 3 are flattened to 2-D so one GEMM covers the whole batch.
+    Inputs of rank 3 are flattened to 2-D so one GEMM covers the whole batch. The bias is
+    added with BiasAdd, not a broadcasting Add: MindSpore's CPU Add kernel keeps a
+    per-element broadcast index table (16 bytes per output element) alive for every
+    instance in the graph, which cost ~6 GB at batch 4 for the full-size model.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=ms.float32):
@@ -124,12 +156,13 @@ class Linear(nn.Cell):
         self.weight = _param((out_features, in_features), dtype)
         self.bias = _param((out_features,), dtype) if bias else None
         self.matmul = ops.MatMul(transpose_b=True)
+        self.bias_add = ops.BiasAdd()
 
     def construct(self, x):
         shape = x.shape
         y = self.matmul(x.reshape(-1, self.in_features), self.weight)
         if self.bias is not None:
-            y = y + self.bias
+            y = self.bias_add(y, self.bias)
         return y.reshape(shape[:-1] + (self.out_features,))
 
 
@@ -180,6 +213,7 @@ class ASTEmbeddings(nn.Cell):
         self.patch_embeddings = ASTPatchEmbeddings(config, dtype)
         self.position_embeddings = _param((1, f * t + 2, h), dtype)
         self.hidden_size = h
+        self.bias_add = ops.BiasAdd()
 
     def construct(self, input_values):
         embeddings = self.patch_embeddings(input_values)
@@ -187,48 +221,64 @@ class ASTEmbeddings(nn.Cell):
         cls_tokens = ops.broadcast_to(self.cls_token, (b, 1, self.hidden_size))
         dist_tokens = ops.broadcast_to(self.distillation_token, (b, 1, self.hidden_size))
         embeddings = ops.concat((cls_tokens, dist_tokens, embeddings), axis=1)
-        return embeddings + self.position_embeddings
+        # + position_embeddings, as BiasAdd over the flattened (tokens*hidden) axis (see Linear).
+        shape = embeddings.shape
+        flat = self.bias_add(embeddings.reshape(b, -1), self.position_embeddings.reshape(-1))
+        return flat.reshape(shape)
 
 
 class ASTSelfAttention(nn.Cell):
-    """Multi-head self-attention. HF parameters query/key/value are kept as named Cells
-    (so checkpoints map 1:1); with ``fuse_qkv`` the loader concatenates them into one
-    (3*hidden, hidden) projection ``qkv`` so the three GEMMs become one."""
+    """Multi-head self-attention (eager_attention_forward in HF).
 
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    query/key/value are named Cells as in HF, so checkpoints map 1:1. With ``fuse_qkv`` the
+    loader concatenates them into one (3*hidden, hidden) projection ``qkv`` (one GEMM).
+
+    Heads are separated with Split(last axis) + Stack(axis 1) and merged with
+    Unstack(axis 1) + Concat(last axis) instead of reshape + Transpose: same values, but
+    MindSpore's CPU Transpose kernel keeps an 8-byte index per element alive per instance
+    (~1.4 GB at batch 4 over 12 layers) and is slower.
+    """
+
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         h = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
         self.hidden_size = h
         self.fuse_qkv = fuse_qkv
-        # HF multiplies q.k^T by head_dim**-0.5 after the matmul. For head_dim a power of
-        # four (64, 16, ...) the factor is a power of two, so scaling q first is bit-exact
-        # and touches n*h elements instead of heads*n*n.
+        # HF computes (q @ k^T) * head_dim**-0.5. Scaling q first touches n*h elements
+        # instead of heads*n*n; for head_dim a power of four (64, 16, ...) the factor is a
+        # power of two and the result is bit-identical.
         self.scaling = float(self.head_dim) ** -0.5
         if fuse_qkv:
             self.qkv = Linear(h, 3 * h, bias=config.qkv_bias, dtype=dtype)
+            self.split_heads = ops.Split(axis=-1, output_num=3 * self.num_heads)
         else:
             self.query = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
             self.key = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
             self.value = Linear(h, h, bias=config.qkv_bias, dtype=dtype)
+            self.split_heads = ops.Split(axis=-1, output_num=self.num_heads)
+        self.stack_heads = ops.Stack(axis=1)        # heads x (b, n, d) -> (b, heads, n, d)
+        self.unstack_heads = ops.Unstack(axis=1)    # (b, heads, n, d) -> heads x (b, n, d)
+        self.merge_heads = ops.Concat(axis=-1)      # heads x (b, n, d) -> (b, n, hidden)
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
 
     def construct(self, hidden_states):
-        b, n, _ = hidden_states.shape
+        nh = self.num_heads
         if self.fuse_qkv:
-            qkv = self.qkv(hidden_states).reshape(b, n, 3, self.num_heads, self.head_dim)
-            qkv = qkv.transpose(2, 0, 3, 1, 4)                     # (3, b, heads, n, d)
-            q, k, v = qkv[0], qkv[1], qkv[2]
+            parts = self.split_heads(self.qkv(hidden_states))
+            q = self.stack_heads(parts[:nh])
+            k = self.stack_heads(parts[nh:2 * nh])
+            v = self.stack_heads(parts[2 * nh:])
         else:
-            q = self.query(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-            k = self.key(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-            v = self.value(hidden_states).reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+            q = self.stack_heads(self.split_heads(self.query(hidden_states)))
+            k = self.stack_heads(self.split_heads(self.key(hidden_states)))
+            v = self.stack_heads(self.split_heads(self.value(hidden_states)))
         scores = self.qk_matmul(q * self.scaling, k)                 # (b, heads, n, n)
         probs = ops.softmax(scores.astype(ms.float32), axis=-1).astype(q.dtype)
         context = self.pv_matmul(probs, v)                           # (b, heads, n, d)
-        return context.transpose(0, 2, 1, 3).reshape(b, n, self.hidden_size)
+        return self.merge_heads(self.unstack_heads(context))         # (b, n, hidden)
 
 
 class ASTSelfOutput(nn.Cell):
@@ -241,7 +291,7 @@ class ASTSelfOutput(nn.Cell):
 
 
 class ASTAttention(nn.Cell):
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         self.attention = ASTSelfAttention(config, dtype, fuse_qkv)
         self.output = ASTSelfOutput(config, dtype)
@@ -250,13 +300,17 @@ class ASTAttention(nn.Cell):
         return self.output(self.attention(hidden_states))
 
 
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
 class ASTIntermediate(nn.Cell):
     def __init__(self, config: ASTNativeConfig, dtype=ms.float32):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.intermediate_size, dtype=dtype)
 
     def construct(self, hidden_states):
-        return ops.gelu(self.dense(hidden_states), approximate="none")   # exact (erf) GELU
+        x = self.dense(hidden_states)
+        return x * 0.5 * (ops.erf(x * _INV_SQRT2) + 1.0)   # exact (erf) GELU
 
 
 class ASTOutput(nn.Cell):
@@ -269,7 +323,7 @@ class ASTOutput(nn.Cell):
 
 
 class ASTLayer(nn.Cell):
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         self.attention = ASTAttention(config, dtype, fuse_qkv)
         self.intermediate = ASTIntermediate(config, dtype)
@@ -285,7 +339,7 @@ class ASTLayer(nn.Cell):
 
 
 class ASTEncoder(nn.Cell):
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         self.layer = nn.CellList([ASTLayer(config, dtype, fuse_qkv) for _ in range(config.num_hidden_layers)])
 
@@ -296,7 +350,7 @@ class ASTEncoder(nn.Cell):
 
 
 class ASTModel(nn.Cell):
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         self.embeddings = ASTEmbeddings(config, dtype)
         self.encoder = ASTEncoder(config, dtype, fuse_qkv)
@@ -320,7 +374,7 @@ class ASTMLPHead(nn.Cell):
 class ASTForAudioClassification(nn.Cell):
     """Returns (logits, pooled), both float32."""
 
-    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = True):
+    def __init__(self, config: ASTNativeConfig, dtype=ms.float32, fuse_qkv: bool = False):
         super().__init__()
         self.compute_dtype = dtype
         self.audio_spectrogram_transformer = ASTModel(config, dtype, fuse_qkv)
@@ -555,7 +609,7 @@ class NativeASTRunner:
 
 
 def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu", precision: str = "fp32",
-                    *, num_threads: int | None = None, fuse_qkv: bool = True) -> NativeASTRunner:
+                    *, num_threads: int | None = None, fuse_qkv: bool = False) -> NativeASTRunner:
     """Reads config.json + model.safetensors from ``checkpoint_dir``, builds the Cells, loads
     the weights by name (strict: missing / unexpected / mis-shaped parameters raise
     :class:`CheckpointError`), compiles the graph and runs one warm-up batch.
@@ -564,6 +618,8 @@ def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu
     once per process, before the first kernel runs, and is ignored (with the earlier value
     kept) after that.
     """
+    if device.lower() not in _DEVICE_TARGETS:
+        raise ValueError(f"device must be one of {sorted(_DEVICE_TARGETS)}, got {device!r}")
     precision = precision.lower()
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
