@@ -31,9 +31,12 @@ def _mindnlp_reference(checkpoint_dir: str, features: np.ndarray,
     With full_forward=False the logits are classifier(pooled), which is exactly what
     ASTForAudioClassification.forward computes, at the cost of one encoder pass instead of two.
     """
-    import mindnlp  # noqa: F401  (must come before transformers; makes `torch` the MindSpore shim)
-    import torch
-    from transformers import ASTForAudioClassification
+    # Beam's inference module (imported by other tests at collection) loads real torch; this
+    # helper drops it before importing MindNLP, as the MindNLP backend does in workers.
+    from transforms.ast_mindnlp import import_mindnlp_transformers
+
+    torch, transformers = import_mindnlp_transformers()
+    ASTForAudioClassification = transformers.ASTForAudioClassification
 
     assert "mindtorch" in torch.__file__ or "mindnlp" in torch.__file__, (
         "real torch was imported before mindnlp in this process")
