@@ -9,7 +9,7 @@ from pipeline.main import main, run
 from schemas.tables import SCHEMA_VERSION
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio_decode import decode_audio
-from schemas.tables import SCHEMA_VERSION, TABLES
+from schemas.tables import TABLES
 from transforms.checkpoint import inspect_checkpoint
 from transforms.fbank import ast_input_features
 from transforms.labels import activate
