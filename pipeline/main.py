@@ -136,6 +136,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
                              shards_by_worker=_shards_by_worker(result))
         summary.check_accounting()
         finished = datetime.datetime.now(datetime.timezone.utc)
+        summary.seconds = (finished - started).total_seconds()
         write_manifest(opts.output, run_id,
                        build_manifest(opts, checkpoint, summary, started, finished, storage.public),
                        storage.fsspec_options())

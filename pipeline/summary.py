@@ -45,6 +45,7 @@ class RunSummary:
     errors: pa.Table
     segments: pa.Table | None = None   # at least its clip_id column
     skipped: int = 0                   # labelled by an earlier run (--skip_labelled)
+    seconds: float | None = None       # wall time of the run, launch to read-back
     windows_scored: int | None = None  # windows through inference, errored clips' included
     inference_batches: int | None = None
     shards_read: int = 0
@@ -93,6 +94,10 @@ class RunSummary:
         lines.append(f"  inputs errored:    {self.errors.num_rows}")
         if self.skipped:
             lines.append(f"  clips skipped:     {self.skipped} (labelled by an earlier run)")
+        if self.seconds:
+            windows = f", {self.windows_scored / self.seconds:.2f} windows/s" if self.windows_scored else ""
+            lines.append(f"  throughput:        {self.clips.num_rows / self.seconds:.2f} clips/s{windows} "
+                         f"over {self.seconds:.1f} s")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")
         if self.shards_read:
