@@ -43,7 +43,7 @@ def main() -> None:
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "model": run_json("bench_model.py", "--batch-size", "4", "--repeats", "1" if quick else "3"),
         "fbank": run_json("bench_fbank.py", "--repeats", "3" if quick else "7"),
-        "pipeline": run_json("bench_pipeline.py", "--batch-size", "4", "--clips", "8" if quick else "64",
+        "pipeline": run_json("bench_pipeline.py", "--batch-size", "4", "--clips", "8" if quick else "192",
                              "--size", "tiny" if quick else "full"),
     }
     text = json.dumps(report, indent=2)
