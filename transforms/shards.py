@@ -1,9 +1,12 @@
 """Stream WebDataset tar shards member by member. Beam-free.
 
 A shard (``.tar``, ``.tar.gz``, ``.tgz``) is read front to back with tarfile's
-stream mode (``r|*``) over a file object: never downloaded whole, never
-extracted. Memory holds one WebDataset sample (the members sharing a key) at a
-time, so the reader's footprint is that of the largest sample, not of the shard.
+stream mode over a file object: never downloaded whole, never extracted. Plain
+and gzip tars are told apart by their first bytes, whatever the name; bzip2, xz
+and zstd content is refused (a shard error), since those decompressors hand
+out all a block holds at once. Memory holds one WebDataset sample (the members
+sharing a key) at a time, so the reader's footprint is that of the largest
+sample, not of the shard.
 
 Member rules (WebDataset's): a member's *key* is its name up to the first dot of
 its basename (``a/b/000123.seg.flac`` -> key ``a/b/000123``), its *extension*
@@ -26,7 +29,12 @@ A second audio member with a name already seen in the shard, or one larger than
 row for that member). A transient storage error mid-stream re-opens the shard
 and resumes at the first sample not yet yielded; a permanent one (corrupt or
 truncated data) raises :class:`ShardReadError` saying after which member and
-at which offset reading stopped; what was yielded before stays yielded.
+at which offset reading stopped; what was yielded before stays yielded, and the
+members of the sample being read that were read in full are yielded before it. A
+header cut short or failing its checksum after the first is such an error too
+(tarfile alone would end the archive there quietly), and so is a member whose
+header claims more data than the shard holds (found by reading, never by
+seeking: tarfile's stream seek would spin up to any claimed offset).
 """
 from __future__ import annotations
 
@@ -42,6 +50,11 @@ from transforms.storage import DEFAULT_POLICY, RetryPolicy, is_transient
 
 MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
 MAX_SIDECAR_BYTES = 1 << 20        # 1 MiB of JSON metadata per sample
+_SKIP_CHUNK = 1 << 20              # members not read are skipped in reads of this size
+_GZIP_MAGIC = b"\x1f\x8b"
+# Compressions tarfile's "r|*" would also take. Their decompressors hand out all a block holds
+# at once (bzip2: ~1 GiB of zeros in ~1 KB), so they are refused rather than decompressed.
+_REFUSED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 @dataclass(frozen=True)
@@ -98,16 +111,66 @@ def webdataset_key(name: str) -> tuple[str, str]:
 
 
 class _CountingReader:
-    """Read-only wrapper that counts the bytes tarfile pulled from the shard."""
+    """Read-only wrapper that counts the bytes tarfile pulled from the shard; ``peek`` looks at
+    the first bytes (the compression's magic) without consuming them."""
 
     def __init__(self, raw: BinaryIO, stats: ShardStats):
         self._raw = raw
         self._stats = stats
+        self._head = b""
+
+    def peek(self, size: int) -> bytes:
+        while len(self._head) < size:
+            more = self._raw.read(size - len(self._head))
+            if not more:
+                break
+            self._head += more
+        return self._head[:size]
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+        if not self._head:
+            data = self._raw.read(size)
+        elif size is not None and 0 <= size <= len(self._head):
+            data, self._head = self._head[:size], self._head[size:]
+        else:
+            rest = self._raw.read(-1 if size is None or size < 0 else size - len(self._head))
+            data, self._head = self._head + rest, b""
         self._stats.bytes_read += len(data)
         return data
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile takes a short or invalid header after the first one for the end of the archive, so
+    a shard truncated or corrupted there would lose its remaining members without a word; here
+    both are a ReadError. A zero block (the end-of-archive marker), or the data ending exactly
+    between two members, still ends the archive, as it does for tar."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_):
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as e:
+            raise tarfile.ReadError(str(e)) from None
+
+
+def _open_tar(reader: _CountingReader) -> tarfile.TarFile:
+    """Stream mode over a plain or gzip tar (told apart by the magic, as ``r|*`` does)."""
+    head = reader.peek(6)
+    for magic, name in _REFUSED_MAGIC.items():
+        if head.startswith(magic):
+            raise tarfile.ReadError(f"{name}-compressed shard: only plain and gzip tars are read")
+    mode = "r|gz" if head.startswith(_GZIP_MAGIC) else "r|"
+    return tarfile.open(fileobj=reader, mode=mode, tarinfo=_StrictTarInfo)
+
+
+def _skip_to_next_header(tar: tarfile.TarFile) -> None:
+    """Read up to the next header, failing at the end of the data. tarfile would seek there
+    itself, but in stream mode its seek reads block after block up to the offset the header
+    claims without noticing that the data ended: a member claiming 2**62 bytes spins for ever."""
+    stream = tar.fileobj
+    while (left := tar.offset - stream.tell()) > 0:
+        if not stream.read(min(left, _SKIP_CHUNK)):
+            raise tarfile.ReadError("unexpected end of data")
 
 
 def _canonical_json(data: bytes) -> str | None:
@@ -136,6 +199,7 @@ class ShardReader:
         self.stats = ShardStats()
         self._seen_audio: set[str] = set()
         self._done_members = 0       # members before the first sample not yet yielded
+        self._pending: tuple = ([], [], None)   # the sample being read when a pass broke
 
     def __iter__(self) -> Iterator[ShardClip | MemberProblem]:
         failures = 0
@@ -151,6 +215,9 @@ class ShardReader:
             except Exception as e:   # the stream broke: resume if it looks transient
                 failures += 1
                 if not is_transient(e) or failures >= self._policy.attempts:
+                    # Members read in full before the break keep their rows, the last (perhaps
+                    # incomplete) sample's too; a resumed pass would have read that sample again.
+                    yield from self._flush(*self._pending)
                     raise ShardReadError(self.shard_uri, self.stats, e) from e
                 self.stats.resumed += 1
                 self._sleep(self._policy.delay(failures - 1))
@@ -163,9 +230,12 @@ class ShardReader:
         problems: list[MemberProblem] = []
         meta: str | None = None
         stats.bytes_read = 0          # this pass starts at byte 0 of the shard
-        tar = tarfile.open(fileobj=_CountingReader(raw, stats), mode="r|*")
+        self._pending = ([], [], None)
+        tar = _open_tar(_CountingReader(raw, stats))
         try:
             while True:
+                if index:   # past the data of the member before, read or not
+                    _skip_to_next_header(tar)
                 member = tar.next()
                 tar.members.clear()   # stream mode would otherwise keep every header seen
                 if member is None:
@@ -201,6 +271,9 @@ class ShardReader:
                 stats.tar_offset = member.offset_data + _padded(member.size)
             yield from self._flush(audio, problems, meta)
             self._done_members = index
+        except Exception:
+            self._pending = (audio, problems, meta)
+            raise
         finally:
             tar.close()
 

@@ -172,7 +172,75 @@ def resolve_storage_options(public: dict | None) -> dict:
     """Public options plus the secrets the launcher left in :data:`SECRETS_ENV`."""
     secret_text = os.environ.get(SECRETS_ENV)
     secret = json.loads(secret_text) if secret_text else {}
+    hide_in_logs(secret_values(secret) | aws_env_credentials())
     return merge_options(public or {}, secret)
+
+
+# ---------------------------------------------------------------- credentials in log records
+
+AWS_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+LOG_REDACTED = "<redacted>"
+_MIN_HIDDEN_CHARS = 6            # shorter values would garble unrelated log text
+_HIDDEN: set[str] = set()
+_factory_installed = False
+
+
+def secret_values(secrets: Any) -> set[str]:
+    """Every string, at any depth, of a dict of credentials."""
+    if isinstance(secrets, dict):
+        return set().union(*(secret_values(v) for v in secrets.values()))
+    if isinstance(secrets, (list, tuple)):
+        return set().union(*(secret_values(v) for v in secrets))
+    return {secrets} if isinstance(secrets, str) else set()
+
+
+def aws_env_credentials() -> set[str]:
+    return {os.environ[name] for name in AWS_CREDENTIAL_ENV if os.environ.get(name)}
+
+
+def hide_in_logs(values: set[str]) -> set[str]:
+    """From now on, every log record this process makes has these strings replaced by
+    :data:`LOG_REDACTED`, whatever logger or handler. Needed because third-party DEBUG logging
+    prints them: botocore logs each request's headers, whose ``Authorization`` names the access
+    key id. Returns the values that were not hidden already (for :func:`unhide_in_logs`)."""
+    global _factory_installed
+    added = {v for v in values if len(v) >= _MIN_HIDDEN_CHARS} - _HIDDEN
+    _HIDDEN.update(added)
+    if added and not _factory_installed:
+        make_record = logging.getLogRecordFactory()
+
+        def scrubbing_factory(*args, **kwargs):
+            record = make_record(*args, **kwargs)
+            if _HIDDEN:
+                _scrub(record)
+            return record
+
+        logging.setLogRecordFactory(scrubbing_factory)
+        _factory_installed = True
+    return added
+
+
+def unhide_in_logs(values: set[str]) -> None:
+    _HIDDEN.difference_update(values)
+
+
+def _redact_text(text: str) -> str:
+    for value in sorted(_HIDDEN, key=len, reverse=True):
+        text = text.replace(value, LOG_REDACTED)
+    return text
+
+
+def _scrub(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:   # a malformed record: logging reports it when it is emitted
+        return
+    if any(value in message for value in _HIDDEN):
+        record.msg, record.args = _redact_text(message), ()
+    if record.exc_info:
+        text = logging.Formatter().formatException(record.exc_info)
+        if any(value in text for value in _HIDDEN):
+            record.exc_text = _redact_text(text)
 
 
 def is_per_protocol(options: dict) -> bool:
