@@ -67,7 +67,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         ).with_outputs(OUTCOMES, main="windows"))
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
                                        batch_size=opts.batch_size, device=opts.device,
-                                       storage_options=storage_options, precision=opts.precision)
+                                       storage_options=storage_options, precision=opts.precision,
+                                       model_copies=opts.model_copies, placement_key=run_id)
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)

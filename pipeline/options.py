@@ -33,6 +33,9 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "ascend"],
                             help="MindSpore device for the native backend; auto tries Ascend, then "
                                  "GPU, then CPU on each worker and logs its choice.")
+        parser.add_argument("--model_copies", type=int, default=1,
+                            help="Models per machine, shared by its worker processes; on GPU/Ascend "
+                                 "each copy is placed on its own device (one model per device).")
         parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                             help="Compute precision on GPU/Ascend (CPU workers always use fp32).")
         parser.add_argument("--batch_size", type=int, default=8,

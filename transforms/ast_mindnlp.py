@@ -54,6 +54,9 @@ class MindNLPASTRunner:
         self.hidden_size = config.hidden_size
         self._lock = threading.Lock()
 
+    def input_shape(self) -> tuple[int, int]:
+        return self.max_length, self.num_mel_bins
+
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = np.asarray(features, dtype=np.float32)
         logits, pooled = [], []

@@ -502,14 +502,17 @@ _PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 _setup_lock = threading.Lock()
 
 
-def _select_device(device: str) -> str:
+def _select_device(device: str, device_id: int | None = None) -> str:
     target = _DEVICE_TARGETS.get(device.lower())
     if target is None:
         raise ValueError(f"device must be one of {sorted(_DEVICE_TARGETS)}, got {device!r}")
     with _setup_lock:
         current = ms.get_context("device_target")
         try:
-            ms.set_device(target)
+            if device_id is None:
+                ms.set_device(target)
+            else:
+                ms.set_device(target, int(device_id))
         except RuntimeError as exc:
             # set_device can only be called once per process / before the runtime starts.
             if current != target:
@@ -566,6 +569,10 @@ class NativeASTRunner:
         # Graph mode for this Cell only; the global context stays PyNative.
         self._forward = ms.jit(net)
 
+    def input_shape(self) -> tuple[int, int]:
+        """(max_length, num_mel_bins): what each example must be (a method, so proxies forward it)."""
+        return self.max_length, self.num_mel_bins
+
     @property
     def compile_count(self) -> int:
         """Graphs compiled for this runner: distinct input signatures that reached the
@@ -609,7 +616,7 @@ class NativeASTRunner:
 
 
 def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu", precision: str = "fp32",
-                    *, num_threads: int | None = None, fuse_qkv: bool = False) -> NativeASTRunner:
+                    *, num_threads: int | None = None, fuse_qkv: bool = False, device_id: int | None = None) -> NativeASTRunner:
     """Reads config.json + model.safetensors from ``checkpoint_dir``, builds the Cells, loads
     the weights by name (strict: missing / unexpected / mis-shaped parameters raise
     :class:`CheckpointError`), compiles the graph and runs one warm-up batch.
@@ -633,7 +640,7 @@ def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu
     state = _read_safetensors(checkpoint_dir)
     _validate_state(state, config)
 
-    target = _select_device(device)
+    target = _select_device(device, device_id)
     if target == "CPU" and num_threads:
         set_cpu_threads(num_threads)
 
