@@ -1,6 +1,7 @@
 """Turn model logits into scores and ranked labels. Beam-free."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +62,18 @@ def select_labels(scores: np.ndarray, labels: list[str], top_k: int | None = Non
     the precision the tables store scores at, so a threshold written as 0.7 keeps a stored 0.7.
     The result may be empty.
     """
-    scores = np.asarray(scores)
-    if scores.ndim != 1 or scores.shape[0] != len(labels):
-        raise ValueError(f"scores has shape {scores.shape}, expected ({len(labels)},) for {len(labels)} labels")
+    _check_top_k(top_k)
+    return select_with_limits(scores, labels, top_k, threshold_limits(labels, threshold, class_thresholds))
+
+
+def _check_top_k(top_k: int | None) -> None:
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+
+
+def threshold_limits(labels: list[str], threshold: float | None = None,
+                     class_thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Checked per-class thresholds as float32 (NaN: no threshold), as :func:`select_labels` applies them."""
     if threshold is not None:
         _check_unit_interval(threshold, "threshold")
     n = len(labels)
@@ -82,6 +90,15 @@ def select_labels(scores: np.ndarray, labels: list[str], top_k: int | None = Non
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"class threshold for {labels[i]!r} must be in [0, 1], got {per_class[i]!r}")
         limit[given] = per_class[given].astype(np.float32)
+    return limit
+
+
+def select_with_limits(scores: np.ndarray, labels: list[str], top_k: int | None,
+                       limit: np.ndarray) -> list[dict]:
+    """The core of :func:`select_labels`, with top_k and thresholds already checked."""
+    scores = np.asarray(scores)
+    if scores.ndim != 1 or scores.shape[0] != len(labels):
+        raise ValueError(f"scores has shape {scores.shape}, expected ({len(labels)},) for {len(labels)} labels")
     order = np.argsort(-scores, kind="stable")
     if top_k is not None:
         order = order[:int(top_k)]
@@ -222,6 +239,19 @@ def roll_up(scores: np.ndarray, labels: list[str], label_map: LabelMap,
     scores = np.asarray(scores)
     if scores.shape[-1] != len(labels):
         raise ValueError(f"scores has {scores.shape[-1]} classes on its last axis, labels has {len(labels)}")
+    return apply_roll_up(scores, roll_up_plan(labels, label_map, strict)), label_map.targets
+
+
+@dataclass(frozen=True)
+class RollUpPlan:
+    """Which model columns feed which target, worked out once per (labels, map)."""
+    num_targets: int
+    present: list[int]       # targets with at least one source among the model's classes
+    flat: np.ndarray         # source columns, grouped by target in ``present`` order
+    starts: np.ndarray       # where each present target's group starts in ``flat``
+
+
+def roll_up_plan(labels: list[str], label_map: LabelMap, strict: bool = True) -> RollUpPlan:
     index = {name: i for i, name in enumerate(labels)}
     if strict:
         unknown = [s for s in label_map.sources if s not in index]
@@ -233,13 +263,17 @@ def roll_up(scores: np.ndarray, labels: list[str], label_map: LabelMap,
     for source, target in label_map.pairs:
         if source in index:
             columns[position[target]].append(index[source])
-    out = np.zeros(scores.shape[:-1] + (len(targets),), dtype=scores.dtype)
     present = [j for j, cols in enumerate(columns) if cols]
-    if present:
-        flat = np.concatenate([columns[j] for j in present])
-        starts = np.cumsum([0] + [len(columns[j]) for j in present[:-1]])
-        out[..., present] = np.maximum.reduceat(scores[..., flat], starts, axis=-1)
-    return out, targets
+    flat = np.concatenate([columns[j] for j in present]) if present else np.zeros(0, np.int64)
+    starts = np.cumsum([0] + [len(columns[j]) for j in present[:-1]]) if present else np.zeros(0, np.int64)
+    return RollUpPlan(len(targets), present, flat, starts)
+
+
+def apply_roll_up(scores: np.ndarray, plan: RollUpPlan) -> np.ndarray:
+    out = np.zeros(scores.shape[:-1] + (plan.num_targets,), dtype=scores.dtype)
+    if plan.present:
+        out[..., plan.present] = np.maximum.reduceat(scores[..., plan.flat], plan.starts, axis=-1)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,7 +291,7 @@ class LabelSelection:
     class_thresholds: np.ndarray | None = None
     label_map: LabelMap | None = None
 
-    @property
+    @functools.cached_property
     def output_labels(self) -> list[str]:
         return self.label_map.targets if self.label_map is not None else list(self.model_labels)
 
@@ -271,15 +305,29 @@ class LabelSelection:
         out_labels = label_map.targets if label_map is not None else list(model_labels)
         per_class = load_class_thresholds(class_thresholds_path, out_labels) if class_thresholds_path else None
         selection = cls(tuple(model_labels), top_k, threshold, per_class, label_map)
-        selection.select(np.zeros(len(model_labels), np.float32))  # validates top_k and threshold now
+        _check_top_k(top_k)
+        selection.select(np.zeros(len(model_labels), np.float32))  # validates the thresholds now
         return selection
+
+    # Worked out on first use and kept (also across pickling to workers): select() runs once per
+    # clip and per window, so name lookups and threshold checks must not be repeated there.
+    @functools.cached_property
+    def _plan(self) -> RollUpPlan | None:
+        return roll_up_plan(list(self.model_labels), self.label_map) if self.label_map is not None else None
+
+    @functools.cached_property
+    def _limits(self) -> np.ndarray:
+        return threshold_limits(self.output_labels, self.threshold, self.class_thresholds)
 
     def output_scores(self, scores: np.ndarray) -> np.ndarray:
         """The score vector in ``output_labels`` order (rolled up when there is a label map)."""
-        if self.label_map is None:
-            return np.asarray(scores)
-        return roll_up(scores, list(self.model_labels), self.label_map)[0]
+        scores = np.asarray(scores)
+        if self._plan is None:
+            return scores
+        if scores.shape[-1] != len(self.model_labels):
+            raise ValueError(f"scores has {scores.shape[-1]} classes on its last axis, the model has "
+                             f"{len(self.model_labels)}")
+        return apply_roll_up(scores, self._plan)
 
     def select(self, scores: np.ndarray) -> list[dict]:
-        return select_labels(self.output_scores(scores), self.output_labels, self.top_k, self.threshold,
-                             self.class_thresholds)
+        return select_with_limits(self.output_scores(scores), self.output_labels, self.top_k, self._limits)
