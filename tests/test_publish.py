@@ -17,11 +17,13 @@ def test_rerun_of_a_run_id_replaces_it_without_stale_files(tmp_path, tiny_checkp
     out = str(tmp_path / "out")
     args = ["--input", str(audio), "--output", out, "--model", tiny_checkpoint, "--run_id", "nightly"]
     first = run(args)
+    files_of_a_clean_run = _files(os.path.join(out, "nightly"))
     stale = os.path.join(out, "nightly", "clips", "part-99999-of-99999.parquet")
     with open(stale, "wb") as f:
         f.write(b"left over from a crashed attempt")
     second = run(args)
     assert not os.path.exists(stale)
+    assert _files(os.path.join(out, "nightly")) == files_of_a_clean_run
     key = lambda r: r["clip_id"]  # noqa: E731
     strip = lambda rows: sorted(({k: v for k, v in r.items() if k != "labelled_at"} for r in rows), key=key)  # noqa: E731
     assert strip(first.clips.to_pylist()) == strip(second.clips.to_pylist())

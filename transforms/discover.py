@@ -10,7 +10,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.elements import DiscoveryRequest, InputError
-from transforms.sources import AUDIO_EXTENSIONS, Discovery, expand_pattern  # noqa: F401 (re-exported)
+from transforms.sources import Discovery
 from transforms.storage import Storage, resolve_storage_options
 
 NAMESPACE = "audio_labelling"

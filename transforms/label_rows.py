@@ -106,7 +106,7 @@ class ErrorsToRows(beam.DoFn):
         self._errored = beam.metrics.Metrics.counter("audio_labelling", "inputs_errored")
 
     def process(self, error):
-        row = error if isinstance(error, dict) else error_row(error, self._run_id)
+        row = error_row(error, self._run_id)
         self._errored.inc()
         # One counter per stage/type, so the runner's metrics say what went wrong, not only how often.
         beam.metrics.Metrics.counter("audio_labelling_errors", f"{row['stage']}/{row['error_type']}").inc()

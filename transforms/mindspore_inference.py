@@ -32,8 +32,6 @@ BACKENDS = ("native", "mindnlp")
 _LOG = logging.getLogger(__name__)
 
 
-DEVICES = ("auto", "cpu", "gpu", "ascend")
-PRECISIONS = ("fp32", "fp16", "bf16")
 # --device auto tries these in order; the first MindSpore can use in this process wins.
 _AUTO_ORDER = (("ascend", "Ascend"), ("gpu", "GPU"), ("cpu", "CPU"))
 
