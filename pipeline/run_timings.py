@@ -12,7 +12,7 @@ import json
 
 import fsspec
 
-MANIFEST_FILE = "_MANIFEST.json"
+from pipeline.publish import MANIFEST_NAME as MANIFEST_FILE
 TIMING_FILES = (MANIFEST_FILE, "_RUN_SUMMARY.json", "run_summary.json")
 _WALL_KEYS = ("seconds", "wall_seconds", "elapsed_seconds")
 _START_KEYS = ("started", "started_at")

@@ -196,12 +196,17 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
     and the duration limit again on what is actually decoded (a header can understate it).
     """
     rate = header.original_sample_rate
-    resampler = None
-    if rate != target_rate:
+
+    def resampling(step):
+        """Runs one resampler call; any failure is a 'resample' error naming the rates."""
         try:
-            resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+            return step()
         except Exception as e:
             raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz failed: {e}") from e
+
+    resampler = None
+    if rate != target_rate:
+        resampler = resampling(lambda: soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ"))
     limit = None if max_duration_seconds is None else math.floor(max_duration_seconds * rate)
     read = 0
     buffer = np.empty((block_frames, header.channels), np.float32)
@@ -225,20 +230,13 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
         if resampler is None:
             yield np.array(mono, dtype=np.float32, copy=True)   # the read buffer is reused
             continue
-        try:
-            out = resampler.resample_chunk(np.ascontiguousarray(mono), last=False)
-        except Exception as e:
-            raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz "
-                                               f"failed: {e}") from e
+        out = resampling(lambda: resampler.resample_chunk(np.ascontiguousarray(mono), last=False))
         if out.size:
             yield out
     if read == 0:
         raise AudioDecodeError("decode", "file holds no audio frames")
     if resampler is not None:
-        try:
-            out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-        except Exception as e:
-            raise AudioDecodeError("resample", f"resampling {rate} Hz -> {target_rate} Hz failed: {e}") from e
+        out = resampling(lambda: resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         if out.size:
             yield out
 
