@@ -1,4 +1,4 @@
-"""Benchmark: transforms.fbank vs transformers' ASTFeatureExtractor numpy path, per 10-s clip per core.
+"""Benchmark: transforms.audio.fbank vs transformers' ASTFeatureExtractor numpy path, per 10-s clip per core.
 
 Usage:  python benchmarks/bench_fbank.py [--batch 32] [--hf-clips 4] [--repeats 7] [--seconds 10] [--pin-cpu]
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from transforms.fbank import FeatureConfig, ast_input_features, kaldi_fbank, kaldi_fbank_batch  # noqa: E402
+from transforms.audio.fbank import FeatureConfig, ast_input_features, kaldi_fbank, kaldi_fbank_batch  # noqa: E402
 
 SR = 16000
 BAR_MS_PER_CLIP = 3.5

@@ -61,11 +61,11 @@ def _rss_mb() -> float:
 
 def control(audio: str, model: str) -> None:
     """Runs in the fresh process: the same imports and model load, then the whole file decoded
-    at once (transforms.audio_decode.decode_audio, the pre-streaming path). Shows that the
+    at once (transforms.audio.audio_decode.decode_audio, the pre-streaming path). Shows that the
     measurement sees a long file's samples when they are held in memory."""
     sys.path.insert(0, ROOT)
     import pipeline.main  # noqa: F401  (same import footprint as a run)
-    from transforms.audio_decode import decode_audio
+    from transforms.audio.audio_decode import decode_audio
     from transforms.mindspore_inference import load_runner
 
     started = time.perf_counter()

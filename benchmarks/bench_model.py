@@ -6,7 +6,7 @@
 Backends, all on the same checkpoint (pipeline.demo_checkpoint.FULL_SIZE, random weights,
 written to a temp dir) and the same input batch:
 
-  native   transforms/ast_native.py: MindSpore Cells compiled with mindspore.jit (graph mode)
+  native   transforms/model/ast_native.py: MindSpore Cells compiled with mindspore.jit (graph mode)
   mindnlp  MindNLP 0.5 / transformers ASTForAudioClassification on MindSpore (PyNative)
   pytorch  transformers ASTForAudioClassification on real torch (eager), in a separate worker
            subprocess that never imports mindnlp (mindnlp replaces `torch` process-wide)
@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     import mindspore as ms
 
     ms.set_device("CPU")
-    from transforms.ast_native import load_native_ast, set_cpu_threads
+    from transforms.model.ast_native import load_native_ast, set_cpu_threads
 
     set_cpu_threads(args.threads)
 

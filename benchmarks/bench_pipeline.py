@@ -39,9 +39,9 @@ def prepare(workdir: str, clips: int, size: str) -> tuple[str, str]:
 def part_bare(audio: str, model: str, batch_size: int) -> dict:
     import numpy as np
 
-    from transforms.audio_decode import decode_audio
-    from transforms.checkpoint import inspect_checkpoint
-    from transforms.fbank import ast_input_features
+    from transforms.audio.audio_decode import decode_audio
+    from transforms.io.checkpoint import inspect_checkpoint
+    from transforms.audio.fbank import ast_input_features
     from transforms.mindspore_inference import load_runner
 
     info = inspect_checkpoint(model)

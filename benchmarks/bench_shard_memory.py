@@ -34,8 +34,8 @@ sys.path.insert(0, REPO)
 CHILD = r"""
 import json, resource, sys
 from transforms.read_sources import SHARD_BLOCK_SIZE
-from transforms.shards import ShardReader
-from transforms.storage import Storage
+from transforms.io.shards import ShardReader
+from transforms.io.storage import Storage
 uri, options, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 storage = Storage(options)
 fs, path = storage.fs_and_path(uri)

@@ -14,15 +14,15 @@ from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.ml.inference.base import RunInference
 
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, with_optional_outputs
-from transforms.checkpoint import CheckpointInfo
+from transforms.io.checkpoint import CheckpointInfo
 from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
-from transforms.labels import LabelSelection
+from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.read_sources import ReadSources
-from transforms.storage import parse_storage_options
+from transforms.io.storage import parse_storage_options
 
 
 def table_prefix(output: str, run_id: str, table: str) -> str:

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from pipeline.runtime_env import ensure_protobuf_python_backend
+from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 

@@ -59,7 +59,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.table_files import read_parquet_path
-from transforms.labels import LabelMap, load_label_map, roll_up
+from transforms.scoring.labels import LabelMap, load_label_map, roll_up
 
 MISSING = "<no prediction>"
 UNMAPPED = "<unmapped>"

@@ -7,7 +7,7 @@ import logging
 import secrets
 import sys
 
-from pipeline.runtime_env import ensure_protobuf_python_backend
+from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 
@@ -20,11 +20,11 @@ from pipeline.publish import (  # noqa: E402
     begin_run, check_writable, finished_clip_files, package_versions, redact, write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
-from transforms.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
-from transforms.storage import StorageOptionsError  # noqa: E402
-from transforms.windowing import WindowGeometry  # noqa: E402
+from transforms.io.storage import StorageOptionsError  # noqa: E402
+from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
 
@@ -104,7 +104,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
             raise UsageError(f"--hop_seconds: {e}") from e
-        from transforms.labels import LabelSelection
+        from transforms.scoring.labels import LabelSelection
 
         try:
             selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,

@@ -12,7 +12,7 @@ processes inherit:
 * Beam's S3 filesystem (the Parquet sink) builds its boto3 client with no
   explicit keys, so boto3 finds AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
   AWS_SESSION_TOKEN;
-* our fsspec DoFns merge :data:`transforms.storage.SECRETS_ENV` into their
+* our fsspec DoFns merge :data:`transforms.io.storage.SECRETS_ENV` into their
   options in ``setup()``.
 
 The two sets fill each other in for s3: an endpoint or key given only as
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from pipeline.options import LabelAudioOptions
-from transforms.storage import (SECRETS_ENV, aws_env_credentials, hide_in_logs, is_per_protocol,
+from transforms.io.storage import (SECRETS_ENV, aws_env_credentials, hide_in_logs, is_per_protocol,
                                 merge_options, parse_storage_options, secret_values, split_secrets,
                                 unhide_in_logs)
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import TABLES
-from transforms.storage import options_for_protocol, protocol_of
+from transforms.io.storage import options_for_protocol, protocol_of
 
 
 class AccountingError(RuntimeError):

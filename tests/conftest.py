@@ -1,5 +1,5 @@
 """Shared fixtures. The protobuf backend must be chosen before anything imports Beam."""
-from pipeline.runtime_env import ensure_protobuf_python_backend
+from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 

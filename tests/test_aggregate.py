@@ -1,9 +1,9 @@
-"""Clip scores from window scores, and the partial-failure rule (transforms/aggregate.py)."""
+"""Clip scores from window scores, and the partial-failure rule (transforms/scoring/aggregate.py)."""
 import numpy as np
 import pytest
 from apache_beam.ml.inference.base import PredictionResult
 
-from transforms.aggregate import AssembledClip, aggregate_scores, assemble_clip, duplicate_input_errors
+from transforms.scoring.aggregate import AssembledClip, aggregate_scores, assemble_clip, duplicate_input_errors
 from transforms.elements import (ClipInfo, ClipOutcome, FeatureWindow, InputError, ScoredWindow,
                                  WindowFailure, WindowScores)
 from transforms.label_rows import FAILURES, ScoreWindows

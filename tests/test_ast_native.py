@@ -1,4 +1,4 @@
-"""Native MindSpore AST (transforms/ast_native.py): parity with MindNLP, static shapes, loading errors.
+"""Native MindSpore AST (transforms/model/ast_native.py): parity with MindNLP, static shapes, loading errors.
 
 MindNLP is imported inside the tests that need it (it redirects ``import torch`` to its
 MindSpore shim for the whole process); nothing here imports real torch.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.demo_checkpoint import FULL_SIZE, TinyASTSpec, label_names, write_checkpoint
-from transforms.ast_native import CheckpointError, NativeASTRunner, load_native_ast
+from transforms.model.ast_native import CheckpointError, NativeASTRunner, load_native_ast
 
 TINY = TinyASTSpec()
 
@@ -33,7 +33,7 @@ def _mindnlp_reference(checkpoint_dir: str, features: np.ndarray,
     """
     # Beam's inference module (imported by other tests at collection) loads real torch; this
     # helper drops it before importing MindNLP, as the MindNLP backend does in workers.
-    from transforms.ast_mindnlp import import_mindnlp_transformers
+    from transforms.model.ast_mindnlp import import_mindnlp_transformers
 
     torch, transformers = import_mindnlp_transformers()
     ASTForAudioClassification = transformers.ASTForAudioClassification

@@ -6,7 +6,7 @@ import soundfile
 
 from pipeline.demo_audio import tone, write_audio
 from tests.audio_corpus import GOOD, write_broken, write_good
-from transforms.audio_decode import TARGET_SAMPLE_RATE, AudioDecodeError, decode_audio
+from transforms.audio.audio_decode import TARGET_SAMPLE_RATE, AudioDecodeError, decode_audio
 
 
 def test_every_format_decodes_to_mono_16k(tmp_path):

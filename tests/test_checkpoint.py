@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from transforms.checkpoint import CheckpointError, inspect_checkpoint
+from transforms.io.checkpoint import CheckpointError, inspect_checkpoint
 
 
 def test_inspect_reads_labels_features_and_hash(tiny_checkpoint):

@@ -24,7 +24,7 @@ from pipeline.main import run
 from pipeline.publish import MANIFEST_NAME
 from tests.s3_server import SeaweedS3
 from tests.shard_corpus import audio_bytes, make_tar
-from transforms.storage import LOG_REDACTED, hide_in_logs, unhide_in_logs
+from transforms.io.storage import LOG_REDACTED, hide_in_logs, unhide_in_logs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMAT = logging.Formatter("%(name)s %(levelname)s %(message)s")

@@ -8,12 +8,12 @@ import pytest
 from pipeline.main import main, run
 from schemas.tables import SCHEMA_VERSION
 from tests.audio_corpus import GOOD, write_broken, write_good
-from transforms.audio_decode import decode_audio
+from transforms.audio.audio_decode import decode_audio
 from schemas.tables import TABLES
-from transforms.checkpoint import inspect_checkpoint
-from transforms.fbank import ast_input_features
-from transforms.labels import activate
-from transforms.windowing import WindowGeometry, plan_windows
+from transforms.io.checkpoint import inspect_checkpoint
+from transforms.audio.fbank import ast_input_features
+from transforms.scoring.labels import activate
+from transforms.audio.windowing import WindowGeometry, plan_windows
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_tables_are_parquet_with_schema_version(finished_run):
 def test_scores_equal_a_direct_mindnlp_forward(corpus, finished_run, tiny_checkpoint):
     """Pipeline scores (native backend) against MindNLP run by hand on the same audio:
     every 10.24 s window of the whole-file decode, clip score = max over windows."""
-    from transforms.ast_mindnlp import MindNLPASTRunner
+    from transforms.model.ast_mindnlp import MindNLPASTRunner
 
     summary, _ = finished_run
     info = inspect_checkpoint(tiny_checkpoint)

@@ -10,7 +10,7 @@ import pytest
 from pipeline.evaluate import (EvaluationError, average_precision, evaluate, load_truth, main,
                                match_keys)
 from schemas.tables import CLIPS_SCHEMA
-from transforms.labels import load_label_map
+from transforms.scoring.labels import load_label_map
 
 WHEN = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 SCORES_FIELD = pa.field("scores", pa.list_(pa.float32()))

@@ -1,4 +1,4 @@
-"""transforms.fbank against transformers' ASTFeatureExtractor (its numpy path).
+"""transforms.audio.fbank against transformers' ASTFeatureExtractor (its numpy path).
 
 The reference runs in a subprocess: importing transformers' feature extractor imports real torch, and
 this pytest process must never import real torch (the MindNLP tests redirect ``torch`` and break if
@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from transforms.fbank import (
+from transforms.audio.fbank import (
     FRAME_LENGTH_SAMPLES,
     FRAME_SHIFT_SAMPLES,
     FeatureConfig,
@@ -191,7 +191,7 @@ def test_batch_equals_single(batch, seconds):
 def test_long_clip_chunking_matches_unchunked(monkeypatch):
     # Clips longer than _CHUNK_FRAMES frames are processed in runs of frames; the 12-s parity cases cover
     # this against HF, here the chunk boundaries are checked against one unchunked pass.
-    import transforms.fbank as fbank_module
+    import transforms.audio.fbank as fbank_module
 
     x = make_signal("chirp", 30)
     chunked = kaldi_fbank_batch(np.stack([x, x[::-1]]))
@@ -291,7 +291,7 @@ def test_feature_config_rejects_nonsense():
 def test_module_imports_no_heavy_frameworks():
     # The fbank module must stay importable on workers without torch/transformers/beam/mindspore.
     script = (
-        "import sys, transforms.fbank\n"
+        "import sys, transforms.audio.fbank\n"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'torch', 'torchaudio', 'transformers', 'apache_beam', 'mindspore', 'mindnlp'})\n"
         "print(','.join(bad))\n"

@@ -23,8 +23,8 @@ import pytest
 from pipeline.demo_audio import chirp, noise, tone
 from pipeline.main import run
 from tests.shard_corpus import audio_bytes, make_tar
-from transforms.shards import MAX_MEMBER_BYTES, ShardReader, ShardReadError
-from transforms.storage import RetryPolicy
+from transforms.io.shards import MAX_MEMBER_BYTES, ShardReader, ShardReadError
+from transforms.io.storage import RetryPolicy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_WAIT = RetryPolicy(attempts=3, base_delay=0.0)
@@ -199,8 +199,8 @@ def test_empty_and_non_tar_shards_are_shard_errors():
 MEMORY_PROBE = r"""
 import json, sys, tracemalloc
 sys.path.insert(0, sys.argv[2])
-from transforms.shards import ShardReader, ShardReadError
-from transforms.storage import RetryPolicy
+from transforms.io.shards import ShardReader, ShardReadError
+from transforms.io.storage import RetryPolicy
 
 def peak_rss():
     # VmHWM belongs to this program's memory map (it starts afresh at exec); ru_maxrss would

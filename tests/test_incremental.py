@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
 from pipeline.main import run
-from transforms.storage import Storage
+from transforms.io.storage import Storage
 
 
 def _write(folder, names):

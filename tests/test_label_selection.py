@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from transforms.labels import (LabelMap, LabelSelection, load_class_thresholds, load_label_map,
+from transforms.scoring.labels import (LabelMap, LabelSelection, load_class_thresholds, load_label_map,
                                roll_up, select_labels)
 
 LABELS = ["dog", "cat", "rain", "speech", "music"]

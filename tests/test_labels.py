@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from transforms.labels import activate, top_k
+from transforms.scoring.labels import activate, top_k
 
 
 def test_sigmoid_matches_formula_and_survives_extremes():

@@ -10,9 +10,9 @@ from pipeline.demo_audio import tone, write_audio
 from pipeline.main import run
 from pipeline.summary import read_table
 from tests.audio_corpus import write_long, write_nan_midway
-from transforms.checkpoint import inspect_checkpoint
-from transforms.fbank import ast_input_features
-from transforms.labels import activate
+from transforms.io.checkpoint import inspect_checkpoint
+from transforms.audio.fbank import ast_input_features
+from transforms.scoring.labels import activate
 
 NUM_LABELS = 12      # the tiny checkpoint's; top_k = all of them, so rows carry every score
 

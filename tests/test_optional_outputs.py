@@ -7,10 +7,10 @@ import pytest
 
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.main import run
-from transforms.checkpoint import inspect_checkpoint
-from transforms.labels import activate
+from transforms.io.checkpoint import inspect_checkpoint
+from transforms.scoring.labels import activate
 from transforms.mindspore_inference import load_runner
-from transforms.windowing import iter_windows
+from transforms.audio.windowing import iter_windows
 
 
 @pytest.fixture(scope="module")

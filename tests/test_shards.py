@@ -8,8 +8,8 @@ import tracemalloc
 import pytest
 
 from tests.shard_corpus import json_bytes, make_tar
-from transforms.shards import MemberProblem, ShardClip, ShardReader, ShardReadError, webdataset_key
-from transforms.storage import RetryPolicy
+from transforms.io.shards import MemberProblem, ShardClip, ShardReader, ShardReadError, webdataset_key
+from transforms.io.storage import RetryPolicy
 
 NO_WAIT = RetryPolicy(attempts=3, base_delay=0.0)
 

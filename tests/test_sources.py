@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from transforms.elements import DiscoveryRequest, InputError, SourceRef
-from transforms.sources import Discovery, expand_pattern, is_shard, iter_manifest, resolve_entry
-from transforms.storage import Storage
+from transforms.io.sources import Discovery, expand_pattern, is_shard, iter_manifest, resolve_entry
+from transforms.io.storage import Storage
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from inside it, at a point that is the same on every run:
 
 * ``reading``: when ``Storage.open`` is called for the third of four shards. Discovery
   (listing) and two shards are read; their clips went on, fused, to decoding and scoring.
-  Reads from here on are refused; after the retries of ``transforms/storage.py`` and of the
+  Reads from here on are refused; after the retries of ``transforms/io/storage.py`` and of the
   shard reader the two remaining shards turn into shard error rows, and then the run fails
   when Beam's S3 sink cannot write its first table file.
 * ``committing``: when Beam's file sink starts finalising its first table (``pre_finalize``).
@@ -44,7 +44,7 @@ import pytest
 from apache_beam.io import filebasedsink
 from apache_beam.utils import retry as beam_retry
 
-import transforms.storage
+import transforms.io.storage
 from pipeline.demo_audio import noise, tone
 from pipeline.main import run
 from pipeline.publish import MANIFEST_NAME, finished_runs, read_manifest
@@ -86,7 +86,7 @@ def corpus(server):
 
 
 def _kill_on_third_shard_open(server, monkeypatch, fired: list):
-    original = transforms.storage.Storage.open
+    original = transforms.io.storage.Storage.open
     opened = []
 
     def open_(self, url, *args, **kwargs):
@@ -97,7 +97,7 @@ def _kill_on_third_shard_open(server, monkeypatch, fired: list):
                 server.kill()
         return original(self, url, *args, **kwargs)
 
-    monkeypatch.setattr(transforms.storage.Storage, "open", open_)
+    monkeypatch.setattr(transforms.io.storage.Storage, "open", open_)
 
 
 def _kill_on_first_commit(server, monkeypatch, fired: list):

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA
-from transforms.labels import load_class_thresholds, load_label_map
+from transforms.scoring.labels import load_class_thresholds, load_label_map
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "usage.md")
 WHEN = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)

@@ -1,4 +1,4 @@
-"""Streaming decode + windowing (transforms/windowing.py), Beam-free."""
+"""Streaming decode + windowing (transforms/audio/windowing.py), Beam-free."""
 import io
 import os
 
@@ -8,9 +8,9 @@ import soundfile
 
 from pipeline.demo_audio import noise, tone, write_audio
 from tests.audio_corpus import LONG_SECONDS, write_long, write_nan_midway
-from transforms.audio_decode import AudioDecodeError, decode_audio
-from transforms.fbank import FeatureConfig, WaveformTooShortError, ast_input_features
-from transforms.windowing import WindowedAudio, WindowGeometry, iter_windows, plan_windows
+from transforms.audio.audio_decode import AudioDecodeError, decode_audio
+from transforms.audio.fbank import FeatureConfig, WaveformTooShortError, ast_input_features
+from transforms.audio.windowing import WindowedAudio, WindowGeometry, iter_windows, plan_windows
 
 CONFIG = FeatureConfig()            # AST: 1024 frames, 128 mel bins, 16 kHz
 W = 163840                          # 10.24 s

@@ -10,8 +10,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.elements import DiscoveryRequest, InputError
-from transforms.sources import Discovery
-from transforms.storage import Storage, resolve_storage_options
+from transforms.io.sources import Discovery
+from transforms.io.storage import Storage, resolve_storage_options
 
 NAMESPACE = "audio_labelling"
 

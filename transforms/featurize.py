@@ -1,6 +1,6 @@
 """Beam glue: read one audio URI and stream its windows' model input features.
 
-The streaming decode, resampling and windowing is transforms/windowing.py; this
+The streaming decode, resampling and windowing is transforms/audio/windowing.py; this
 DoFn only opens the URI and routes what comes out.
 """
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.elements import ClipOutcome, ClipSource, FeatureWindow
-from transforms.fbank import FeatureConfig, WaveformTooShortError
+from transforms.audio.fbank import FeatureConfig, WaveformTooShortError
 from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
-from transforms.storage import Storage, resolve_storage_options
-from transforms.windowing import SILENCE_PEAK, WindowedAudio
+from transforms.io.storage import Storage, resolve_storage_options
+from transforms.audio.windowing import SILENCE_PEAK, WindowedAudio
 
 OUTCOMES = "outcomes"
 

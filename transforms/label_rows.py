@@ -1,18 +1,18 @@
 """Beam glue: RunInference results -> keyed window scores; grouped clips -> table rows.
 
 The numeric work (activation, aggregation, the partial-failure rule) is in
-transforms/labels.py and transforms/aggregate.py.
+transforms/scoring/labels.py and transforms/scoring/aggregate.py.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
-from transforms.aggregate import assemble_clip, duplicate_input_errors
+from transforms.scoring.aggregate import assemble_clip, duplicate_input_errors
 from transforms.elements import InputError, WindowFailure, WindowScores
-from transforms.labels import LabelSelection, activate
+from transforms.scoring.labels import LabelSelection, activate
 from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
-from transforms.rows import clip_row, error_row, segment_row
+from transforms.scoring.rows import clip_row, error_row, segment_row
 
 # CoGroupByKey tags of the values grouped per clip id.
 OUTCOME, SCORES, FAILURES = "outcome", "scores", "failures"

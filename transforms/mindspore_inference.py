@@ -23,10 +23,10 @@ from typing import Any, Optional
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipeline.runtime_env import protobuf_backend_problem
-from transforms.checkpoint import local_checkpoint_dir
+from transforms.model.runtime_env import protobuf_backend_problem
+from transforms.io.checkpoint import local_checkpoint_dir
 from transforms.elements import FeatureWindow, ScoredWindow
-from transforms.storage import resolve_storage_options
+from transforms.io.storage import resolve_storage_options
 
 BACKENDS = ("native", "mindnlp")
 _LOG = logging.getLogger(__name__)
@@ -93,11 +93,11 @@ def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str 
     if problem:
         raise RuntimeError(problem)
     if backend == "mindnlp":
-        from transforms.ast_mindnlp import MindNLPASTRunner
+        from transforms.model.ast_mindnlp import MindNLPASTRunner
 
         return MindNLPASTRunner(checkpoint_dir, batch_size=batch_size)
     if backend == "native":
-        from transforms.ast_native import load_native_ast
+        from transforms.model.ast_native import load_native_ast
 
         device = resolve_device(device)
         device_id = None

@@ -9,7 +9,7 @@ fused, to decoding in the same worker). Counters, namespace audio_labelling:
   +1 per shard that fails (cannot be opened, breaks midway, holds no audio),
   matching its one error row. So discovered == labelled + errored stays exact.
 * shards_read, shard_members_ignored (non-audio, non-sidecar members, see
-  transforms/shards.py), shard_sidecars_invalid, shard_reads_resumed.
+  transforms/io/shards.py), shard_sidecars_invalid, shard_reads_resumed.
 * namespace audio_labelling.workers, shards_read_pid_<pid>: which worker process
   read how many shards (to see the spread over workers).
 """
@@ -20,8 +20,8 @@ import os
 import apache_beam as beam
 
 from transforms.elements import ClipSource, InputError, SourceRef
-from transforms.shards import MemberProblem, ShardReader, ShardReadError
-from transforms.storage import Storage, resolve_storage_options
+from transforms.io.shards import MemberProblem, ShardReader, ShardReadError
+from transforms.io.storage import Storage, resolve_storage_options
 
 NAMESPACE = "audio_labelling"
 WORKERS_NAMESPACE = "audio_labelling.workers"

@@ -87,7 +87,7 @@ def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,
                  max_duration_seconds: float | None = None) -> DecodedAudio:
     """Reads a whole file (path or seekable binary file object) into memory.
 
-    For files of any length use :mod:`transforms.windowing`, which streams.
+    For files of any length use :mod:`transforms.audio.windowing`, which streams.
     """
     sound = open_sound(source)
     with sound:

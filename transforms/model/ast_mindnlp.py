@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from pipeline.runtime_env import protobuf_backend_problem
+from transforms.model.runtime_env import protobuf_backend_problem
 
 
 def _forget_real_torch() -> None:
@@ -39,7 +39,7 @@ def import_mindnlp_transformers():
 
 
 class MindNLPASTRunner:
-    """Same interface as transforms.ast_native.NativeASTRunner."""
+    """Same interface as transforms.model.ast_native.NativeASTRunner."""
 
     def __init__(self, checkpoint_dir: str, batch_size: int = 8):
         torch, transformers = import_mindnlp_transformers()

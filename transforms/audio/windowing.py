@@ -16,7 +16,7 @@ Which windows a file gets (N = samples after resampling, W = window, H = hop;
 
 * A file shorter than one window is one (padded) window.
 * A file shorter than one 25 ms fbank frame (400 samples at 16 kHz, after
-  resampling) cannot be featurised: :class:`~transforms.fbank.WaveformTooShortError`
+  resampling) cannot be featurised: :class:`~transforms.audio.fbank.WaveformTooShortError`
   (the pipeline records it with stage ``features``).
 * The tail window is only emitted when it holds at least one frame (400
   samples). With no overlap (H = W) it starts exactly where the covered audio
@@ -53,8 +53,8 @@ import soundfile
 import soxr
 from soundfile import _ffi, _snd
 
-from transforms.audio_decode import AudioDecodeError, AudioHeader, check_header, open_sound, to_mono
-from transforms.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
+from transforms.audio.audio_decode import AudioDecodeError, AudioHeader, check_header, open_sound, to_mono
+from transforms.audio.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
                               ast_input_features)
 
 __all__ = ["WindowGeometry", "Window", "WindowedAudio", "plan_windows", "iter_windows",
@@ -245,8 +245,8 @@ class WindowedAudio:
     """An opened audio file: ``header`` at once (from the file header, nothing decoded yet), then
     iterate for its windows, each with its features. Iterate once; use as a context manager.
 
-    Raises :class:`~transforms.audio_decode.AudioDecodeError` (``stage`` is ``decode``,
-    ``resample`` or ``features``) or :class:`~transforms.fbank.WaveformTooShortError`; during
+    Raises :class:`~transforms.audio.audio_decode.AudioDecodeError` (``stage`` is ``decode``,
+    ``resample`` or ``features``) or :class:`~transforms.audio.fbank.WaveformTooShortError`; during
     iteration such an error can come after some windows were already produced.
     ``num_windows`` and ``num_samples`` (at the model's rate) count what has been produced.
     """

@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from transforms.sources import is_audio_name
-from transforms.storage import DEFAULT_POLICY, RetryPolicy, is_transient
+from transforms.io.sources import is_audio_name
+from transforms.io.storage import DEFAULT_POLICY, RetryPolicy, is_transient
 
 MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
 MAX_SIDECAR_BYTES = 1 << 20        # 1 MiB of JSON metadata per sample

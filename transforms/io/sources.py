@@ -1,6 +1,6 @@
 """What to label: expand --input patterns and --input_manifest files into sources. Beam-free.
 
-A source is a plain audio file or a tar shard of clips (see transforms/shards.py).
+A source is a plain audio file or a tar shard of clips (see transforms/io/shards.py).
 
 * ``--input`` (repeatable): a file, a directory (its audio files and shards,
   recursively, by extension), or a glob (``*``, ``?``, ``[...]``, ``**``) whose
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from fsspec.utils import infer_compression
 
 from transforms.elements import DiscoveryRequest, InputError, SourceRef
-from transforms.storage import Storage, protocol_of
+from transforms.io.storage import Storage, protocol_of
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")

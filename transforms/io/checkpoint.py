@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import fsspec
 
-from transforms.fbank import FeatureConfig
-from transforms.storage import options_for_protocol, protocol_of
+from transforms.audio.fbank import FeatureConfig
+from transforms.io.storage import options_for_protocol, protocol_of
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -1,0 +1,1 @@
+"""Label selection, window-to-clip aggregation and table rows: plain Python and numpy, no Apache Beam."""
