@@ -2,9 +2,10 @@
 checkpoints in a per-machine cache keyed by digest (real S3: SeaweedFS on loopback)."""
 import json
 import logging
-import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -110,23 +111,29 @@ def test_local_checkpoint_is_verified_in_place(tmp_path, tiny_checkpoint, cache)
     assert entries(cache) == []   # local checkpoints are never copied
 
 
-def _fetch_in_child(args):
-    uri, options, expected, cache_dir = args
-    os.environ[CACHE_ENV] = cache_dir
-    from transforms.io.checkpoint_cache import fetch_checkpoint as fetch
-
-    return fetch(uri, options, expected)
+_FETCH = """
+import json, sys
+from transforms.io.checkpoint_cache import fetch_checkpoint
+uri, options, expected = json.loads(sys.argv[1])
+print(fetch_checkpoint(uri, options, expected))
+"""
 
 
 def test_processes_loading_at_once_share_one_entry(s3_server, tiny_checkpoint, cache):
     options = s3_server.storage_options()
     uri = upload_checkpoint(s3_server, tiny_checkpoint)
     expected = inspect_checkpoint(uri, options).file_sha256
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        paths = pool.map(_fetch_in_child, [(uri, options, expected, cache)] * 4)
-    assert len(set(paths)) == 1
+    env = dict(os.environ, PYTHONPATH=REPO, **{CACHE_ENV: cache})
+    children = [subprocess.Popen([sys.executable, "-c", _FETCH, json.dumps([uri, options, expected])],
+                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    outputs = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0] * 4, [err[-2000:] for _, err in outputs]
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert paths == {os.path.join(cache, CHECKPOINTS_SUBFOLDER, cache_key(expected))}
     assert entries(cache) == [cache_key(expected)]          # every loser dropped its temp folder
-    assert {n: sha256_of_file(os.path.join(paths[0], n)) for n in CHECKPOINT_FILES} == expected
+    assert {n: sha256_of_file(os.path.join(cache, CHECKPOINTS_SUBFOLDER, cache_key(expected), n))
+            for n in CHECKPOINT_FILES} == expected
 
 
 def test_checkpoint_changed_after_launch_fails_the_job_and_publishes_nothing(
