@@ -68,9 +68,11 @@ UNSUPPORTED_RUNNERS = {
 
 def refuse_unsupported_runner(options: PipelineOptions) -> None:
     runner = options.view_as(StandardOptions).runner
-    name = str(runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1]
-    if name in UNSUPPORTED_RUNNERS:
-        raise UsageError(f"--runner {name} is not supported: {UNSUPPORTED_RUNNERS[name]}")
+    given = str(runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1].lower()
+    for name, why in UNSUPPORTED_RUNNERS.items():
+        # Beam takes the name in any case, with or without the "Runner" suffix ("dask").
+        if given in (name.lower(), name.lower().removesuffix("runner")):
+            raise UsageError(f"--runner {name} is not supported: {why}")
 
 
 def _counter(result, name: str) -> int:

@@ -4,7 +4,7 @@ import pytest
 from pipeline.main import main
 
 
-@pytest.mark.parametrize("runner", ["DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"])
+@pytest.mark.parametrize("runner", ["DaskRunner", "dask", "apache_beam.runners.dask.dask_runner.DaskRunner"])
 def test_dask_runner_is_refused_with_its_reason(tmp_path, tiny_checkpoint, capsys, runner):
     code = main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--model", tiny_checkpoint,
                  "--runner", runner])

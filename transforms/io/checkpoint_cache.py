@@ -32,6 +32,7 @@ import tempfile
 import time
 
 from transforms.io.checkpoint import CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem
+from transforms.io.storage import retry
 
 CACHE_ENV = "AUDIO_LABELLING_CACHE_DIR"
 CHECKPOINTS_SUBFOLDER = "checkpoints"
@@ -126,7 +127,7 @@ def _download(fs, root: str, names: list[str], folder: str, uri: str) -> dict[st
     for name in names:
         local = os.path.join(folder, name)
         try:
-            fs.get(f"{root}/{name}", local)
+            retry(lambda: fs.get(f"{root}/{name}", local), f"downloading {uri}/{name}")
         except FileNotFoundError:
             continue   # reported as missing by the digest check
         got[name] = sha256_of_file(local)
