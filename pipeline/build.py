@@ -68,7 +68,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
                                        batch_size=opts.batch_size, device=opts.device,
                                        storage_options=storage_options, precision=opts.precision,
-                                       model_copies=opts.model_copies, placement_key=run_id)
+                                       model_copies=opts.model_copies,
+                                       checkpoint_sha256=checkpoint.file_sha256)
     scored = (
         featurized.windows
         | "Infer" >> RunInference(handler)

@@ -13,7 +13,7 @@ ensure_protobuf_python_backend()
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
 from pipeline.options import LabelAudioOptions  # noqa: E402
 from pipeline.publish import (  # noqa: E402
@@ -49,6 +49,30 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
+    if opts.backend == "mindnlp":
+        from transforms.model.ast_mindnlp import INSTALL_HINT, missing_packages
+
+        missing = missing_packages()
+        if missing:
+            raise UsageError(f"--backend mindnlp needs the optional MindNLP packages ({', '.join(missing)} "
+                             f"not installed): {INSTALL_HINT}")
+
+
+# Runners this job refuses at launch, and why (docs/usage.md, "Runners").
+UNSUPPORTED_RUNNERS = {
+    "DaskRunner": "Beam 2.77's DaskRunner mixes the elements of tagged outputs, runs only the last "
+                  "sink of a pipeline and reports no metrics, so a run would lose or misfile rows; use "
+                  "the DirectRunner, the PortableRunner, Flink, Spark or Dataflow",
+}
+
+
+def refuse_unsupported_runner(options: PipelineOptions) -> None:
+    runner = options.view_as(StandardOptions).runner
+    given = str(runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1].lower()
+    for name, why in UNSUPPORTED_RUNNERS.items():
+        # Beam takes the name in any case, with or without the "Runner" suffix ("dask").
+        if given in (name.lower(), name.lower().removesuffix("runner")):
+            raise UsageError(f"--runner {name} is not supported: {why}")
 
 
 def _counter(result, name: str) -> int:
@@ -93,6 +117,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
         raise UsageError(str(e)) from e
     options = PipelineOptions(argv)
     opts = options.view_as(LabelAudioOptions)
+    refuse_unsupported_runner(options)
     validate(opts)
     with storage.environment():
         try:

@@ -29,13 +29,15 @@ class LabelAudioOptions(PipelineOptions):
                                  "model.safetensors, optional preprocessor_config.json).")
         parser.add_argument("--backend", default="native", choices=["native", "mindnlp"],
                             help="native: AST as compiled MindSpore Cells (fast); "
-                                 "mindnlp: MindNLP's transformers port (reference).")
+                                 "mindnlp: MindNLP's transformers port (reference; needs the "
+                                 "package's mindnlp extra: pip install '.[mindnlp]').")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "ascend"],
                             help="MindSpore device for the native backend; auto tries Ascend, then "
                                  "GPU, then CPU on each worker and logs its choice.")
         parser.add_argument("--model_copies", type=int, default=1,
-                            help="Models per machine, shared by its worker processes; on GPU/Ascend "
-                                 "each copy is placed on its own device (one model per device).")
+                            help="Models per machine, shared by its worker processes; a copy runs on "
+                                 "the device of the process that loads it (on GPU/Ascend each worker "
+                                 "process takes its own device, logged).")
         parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                             help="Compute precision on GPU/Ascend (CPU workers always use fp32).")
         parser.add_argument("--batch_size", type=int, default=8,

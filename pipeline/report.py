@@ -26,7 +26,11 @@ import sys
 from dataclasses import dataclass
 
 import fsspec
-import matplotlib
+
+try:
+    import matplotlib
+except ImportError as e:   # an optional extra: workers never draw charts
+    raise ImportError("pipeline.report needs matplotlib: pip install '.[report]'") from e
 
 matplotlib.use("Agg")
 

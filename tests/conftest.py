@@ -3,6 +3,8 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 
 from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
@@ -24,3 +26,12 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_cache_dir(tmp_path_factory) -> str:
+    """The per-machine cache root (checkpoint downloads, compiled graphs) for this test session,
+    so tests never read or fill the user's ~/.cache/audio-labelling. Subprocesses inherit it."""
+    path = str(tmp_path_factory.mktemp("machine_cache"))
+    os.environ["AUDIO_LABELLING_CACHE_DIR"] = path
+    return path

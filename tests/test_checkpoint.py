@@ -12,6 +12,11 @@ def test_inspect_reads_labels_features_and_hash(tiny_checkpoint):
     info = inspect_checkpoint(tiny_checkpoint)
     with open(os.path.join(tiny_checkpoint, "model.safetensors"), "rb") as f:
         assert info.weights_sha256 == hashlib.sha256(f.read()).hexdigest()
+    # Every file a worker loads is fingerprinted, so workers can verify their copy.
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json"):
+        with open(os.path.join(tiny_checkpoint, name), "rb") as f:
+            assert info.file_sha256[name] == hashlib.sha256(f.read()).hexdigest()
+    assert len(info.file_sha256) == 3
     assert info.labels[:3] == ["Speech", "Music", "Silence"] and len(info.labels) == 12
     assert info.features.max_length == 1024 and info.features.num_mel_bins == 128
 

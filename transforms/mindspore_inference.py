@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
@@ -24,7 +24,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.model.runtime_env import protobuf_backend_problem
-from transforms.io.checkpoint import local_checkpoint_dir
+from transforms.io.checkpoint_cache import fetch_checkpoint
 from transforms.elements import FeatureWindow, ScoredWindow
 from transforms.io.storage import resolve_storage_options
 
@@ -60,23 +60,41 @@ def resolve_precision(device: str, precision: str) -> str:
     return precision
 
 
-def claim_device_id(key: str, device_count: int) -> int:
-    """The device for the next model copy on this machine: the copies of one run take the
-    devices round-robin. The count lives in a lock file under the temp directory, because each
-    copy is loaded in a different process (Beam's multi_process_shared servers)."""
-    import fcntl
+# Device lists a runner or container may restrict a process to; MindSpore numbers the visible
+# devices 0..n-1.
+VISIBLE_DEVICES_ENV = {"gpu": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES"}
+# Set per SDK process by Beam: the DirectRunner's multi_processing workers ("worker_3") and the
+# SDK container's boot program ("sdk-0-0", "sdk-0-0_sibling_2" on Dataflow, "1-2" on Flink).
+WORKER_ID_ENV = "WORKER_ID"
 
-    folder = os.path.join(tempfile.gettempdir(), "audio_labelling_devices")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, re.sub(r"[^A-Za-z0-9_.-]", "_", key))
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        claimed = int(f.read() or 0)
-        f.seek(0)
-        f.truncate()
-        f.write(str(claimed + 1))
-    return claimed % max(device_count, 1)
+
+def process_index(worker_id: str | None) -> int | None:
+    """A number that differs between the SDK processes of one machine: the integers in Beam's
+    worker id, summed (only one of them varies between a machine's processes). None without one."""
+    numbers = [int(n) for n in re.findall(r"\d+", worker_id or "")]
+    return sum(numbers) if numbers else None
+
+
+def choose_device_id(device_count: int, worker_id: str | None, visible_devices: str | None
+                     ) -> tuple[int, str]:
+    """(device id, why) for this worker process: round-robin over the devices it can see, by the
+    process index the runner gives. Pure: the caller reads the environment and the device count.
+
+    ``visible_devices`` (CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES) restricts the process to
+    those devices, renumbered from 0; a runner or container that gives each process its own device
+    this way needs no index."""
+    if visible_devices is not None and visible_devices.strip():
+        count = len([d for d in visible_devices.split(",") if d.strip()])
+        if count == 1:
+            return 0, f"the only device visible to this process ({visible_devices.strip()})"
+    else:
+        count = device_count
+    count = max(int(count), 1)
+    index = process_index(worker_id)
+    if index is None:
+        return 0, (f"no process index from the runner ({WORKER_ID_ENV} unset); with several worker "
+                   "processes per machine give each its own device list")
+    return index % count, f"worker {worker_id!r} -> process index {index} mod {count} devices"
 
 
 def device_count(device: str) -> int:
@@ -86,8 +104,25 @@ def device_count(device: str) -> int:
     return int(ms.hal.device_count(target)) if target else 1
 
 
+_process_device: dict[str, int] = {}
+_process_device_lock = threading.Lock()
+
+
+def process_device_id(device: str) -> int:
+    """This process's accelerator, chosen once and logged once (MindSpore binds a process to one
+    device; every model this process loads runs there)."""
+    with _process_device_lock:
+        if device not in _process_device:
+            visible = os.environ.get(VISIBLE_DEVICES_ENV[device])
+            count = device_count(device) if not (visible and visible.strip()) else 0
+            chosen, why = choose_device_id(count, os.environ.get(WORKER_ID_ENV), visible)
+            _LOG.info("this worker process (pid %d) uses %s:%d: %s", os.getpid(), device, chosen, why)
+            _process_device[device] = chosen
+        return _process_device[device]
+
+
 def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str = "cpu",
-                precision: str = "fp32", placement_key: str | None = None):
+                precision: str = "fp32"):
     """The model object behind RunInference; also used directly by tests and benchmarks."""
     problem = protobuf_backend_problem()
     if problem:
@@ -100,10 +135,8 @@ def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str 
         from transforms.model.ast_native import load_native_ast
 
         device = resolve_device(device)
-        device_id = None
-        if placement_key and device in ("gpu", "ascend"):
-            device_id = claim_device_id(placement_key, device_count(device))
-            _LOG.info("model copy placed on %s:%d", device, device_id)
+        # CPU runs never look at accelerator ids.
+        device_id = process_device_id(device) if device in VISIBLE_DEVICES_ENV else None
         return load_native_ast(checkpoint_dir, batch_size=batch_size, device=device,
                                precision=resolve_precision(device, precision), device_id=device_id)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -112,12 +145,15 @@ def load_runner(checkpoint_dir: str, backend: str, batch_size: int, device: str 
 class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any]):
     def __init__(self, checkpoint_uri: str, backend: str = "native", batch_size: int = 8,
                  device: str = "auto", storage_options: Optional[dict] = None, precision: str = "fp32",
-                 model_copies: int = 1, placement_key: str | None = None):
+                 model_copies: int = 1, checkpoint_sha256: Optional[dict[str, str]] = None):
+        """``checkpoint_sha256``: file name -> SHA-256 as the launcher inspected them
+        (CheckpointInfo.file_sha256); a worker whose copy differs fails the job."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         # A fixed batch size: the compiled graph keeps one static shape.
         # model_copies > 1: Beam keeps that many models per machine, shared by its worker
-        # processes (multi_process_shared), and load_model puts each on its own device.
+        # processes (multi_process_shared). Each copy runs on the device of the process that
+        # loaded it (process_device_id); Beam usually loads all copies in one process.
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size,
                          model_copies=model_copies if model_copies > 1 else None)
         self._checkpoint_uri = checkpoint_uri
@@ -125,16 +161,15 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         self._batch_size = batch_size
         self._device = device
         self._precision = precision
-        # Only several copies per machine need placing; the key (the run id) scopes the count.
-        self._placement_key = placement_key if model_copies > 1 else None
         self._storage_options = storage_options
+        self._checkpoint_sha256 = dict(checkpoint_sha256) if checkpoint_sha256 else None
 
     def load_model(self):
         started = time.perf_counter()
-        local = local_checkpoint_dir(self._checkpoint_uri,
-                                     resolve_storage_options(self._storage_options))
-        runner = load_runner(local, self._backend, self._batch_size, self._device, self._precision,
-                             self._placement_key)
+        # Raises CheckpointDigestMismatch: a job must not label with weights it did not inspect.
+        local = fetch_checkpoint(self._checkpoint_uri, resolve_storage_options(self._storage_options),
+                                 self._checkpoint_sha256)
+        runner = load_runner(local, self._backend, self._batch_size, self._device, self._precision)
         _LOG.info("loaded %s AST from %s in %.1f s", self._backend, self._checkpoint_uri,
                   time.perf_counter() - started)
         return runner

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 
@@ -21,6 +20,8 @@ from transforms.io.storage import options_for_protocol, protocol_of
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# What a worker loads; the launcher fingerprints each of them that exists (CheckpointInfo.file_sha256).
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE)
 # Optional, in `sha256sum` format ("<hex>  model.safetensors"): when present, the weights must match.
 CHECKSUMS_FILE = "SHA256SUMS"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt")
@@ -38,18 +39,23 @@ class CheckpointInfo:
     config: dict
     labels: list[str]
     features: FeatureConfig
+    # SHA-256 of every checkpoint file present (weights, config, preprocessor config), as the
+    # launcher read them: workers verify their copy against these before loading.
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
 
-def _fs_and_path(uri: str, storage_options: dict | None = None):
+def checkpoint_filesystem(uri: str, storage_options: dict | None = None):
     fs, path = fsspec.core.url_to_fs(uri, **options_for_protocol(storage_options or {}, protocol_of(uri)))
     return fs, path.rstrip("/")
 
 
-def _read_json(fs, path: str, what: str) -> dict:
+def _read_json(fs, path: str, what: str) -> tuple[dict, str]:
+    """The parsed file and the SHA-256 of the very bytes parsed."""
+    with fs.open(path, "rb") as f:
+        raw = f.read()
     try:
-        with fs.open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
+        return json.loads(raw), hashlib.sha256(raw).hexdigest()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{what} is not valid JSON ({path}): {e}") from e
 
 
@@ -98,7 +104,7 @@ def check_safetensors_header(fs, path: str, config: dict, uri: str) -> None:
 
 def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> CheckpointInfo:
     """Validates the directory and fingerprints the weights; fails fast with one clear message."""
-    fs, root = _fs_and_path(uri, storage_options)
+    fs, root = checkpoint_filesystem(uri, storage_options)
     if not fs.isdir(root):
         raise CheckpointError(f"model directory not found: {uri}")
     names = {os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
@@ -111,13 +117,16 @@ def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> Checkpo
         raise CheckpointError(f"{uri} has no {WEIGHTS_FILE}")
     if CONFIG_FILE not in names:
         raise CheckpointError(f"{uri} has no {CONFIG_FILE}")
-    config = _read_json(fs, f"{root}/{CONFIG_FILE}", CONFIG_FILE)
+    config, config_sha256 = _read_json(fs, f"{root}/{CONFIG_FILE}", CONFIG_FILE)
+    file_sha256 = {CONFIG_FILE: config_sha256}
     id2label = config.get("id2label")
     if not id2label:
         raise CheckpointError(f"{CONFIG_FILE} in {uri} has no id2label")
     labels = [id2label[k] for k in sorted(id2label, key=int)]
-    preprocessor = (_read_json(fs, f"{root}/{PREPROCESSOR_FILE}", PREPROCESSOR_FILE)
-                    if PREPROCESSOR_FILE in names else None)
+    preprocessor = None
+    if PREPROCESSOR_FILE in names:
+        preprocessor, file_sha256[PREPROCESSOR_FILE] = _read_json(
+            fs, f"{root}/{PREPROCESSOR_FILE}", PREPROCESSOR_FILE)
     check_safetensors_header(fs, f"{root}/{WEIGHTS_FILE}", config, uri)
     digest = hashlib.sha256()
     with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
@@ -136,16 +145,5 @@ def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> Checkpo
         config=config,
         labels=labels,
         features=FeatureConfig.from_preprocessor_config(preprocessor, config),
+        file_sha256={**file_sha256, WEIGHTS_FILE: digest.hexdigest()},
     )
-
-
-def local_checkpoint_dir(uri: str, storage_options: dict | None = None) -> str:
-    """A local directory with the checkpoint's files, downloading them when remote."""
-    fs, root = _fs_and_path(uri, storage_options)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        return root
-    local = tempfile.mkdtemp(prefix="ast_checkpoint_")
-    for name in (CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE):
-        if fs.exists(f"{root}/{name}"):
-            fs.get(f"{root}/{name}", os.path.join(local, name))
-    return local

@@ -9,12 +9,33 @@ importing MindNLP: objects already holding it keep working, and every later
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 
 import numpy as np
 
 from transforms.model.runtime_env import protobuf_backend_problem
+
+
+# What the optional extra adds (setup.py's MINDNLP list), by import name; the base install, which
+# the native backend needs, has none of them.
+EXTRA_MODULES = ("mindnlp", "transformers", "torch")
+INSTALL_HINT = "pip install '.[mindnlp]' (the package's mindnlp extra)"
+
+
+def missing_packages() -> list[str]:
+    """The extra's modules this Python cannot import; found without importing them (importing
+    mindnlp redirects torch for the whole process)."""
+    missing = []
+    for name in EXTRA_MODULES:
+        try:
+            found = name in sys.modules or importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def _forget_real_torch() -> None:
@@ -30,6 +51,9 @@ def import_mindnlp_transformers():
     problem = protobuf_backend_problem()
     if problem:
         raise RuntimeError(problem)
+    missing = missing_packages()
+    if missing:
+        raise ImportError(f"--backend mindnlp needs {', '.join(missing)}, not installed here: {INSTALL_HINT}")
     _forget_real_torch()
     import mindnlp  # noqa: F401  (installs the torch redirect)
     import torch

@@ -1,0 +1,176 @@
+"""A worker's copy of the checkpoint: verified against the launcher's digests, downloaded once per
+machine into a content-addressed cache. Beam-free.
+
+The launcher fingerprints the checkpoint files when it inspects ``--model``
+(``CheckpointInfo.file_sha256``). A worker loads only files with exactly those digests: a
+checkpoint replaced on storage after launch (or a worker reading another copy) fails the job
+with :class:`CheckpointDigestMismatch`, instead of labelling rows that carry the launcher's
+``model_sha256`` with other weights.
+
+Cache layout (per machine, shared by the worker processes of every run)::
+
+    <cache root>/checkpoints/<key>/{config.json, model.safetensors, preprocessor_config.json}
+
+The cache root is ``$AUDIO_LABELLING_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/audio-labelling``
+(other caches of the project take their own subfolders there). ``key`` is the SHA-256 of the
+sorted ``name digest`` lines of the files, so weights and configs are addressed together: a new
+config next to the same weights is a new entry.
+
+Writes are atomic: files are downloaded into a private ``.tmp-*`` folder beside the entries,
+verified, then the folder is renamed to ``<key>``. Processes loading at once each download to
+their own folder; the first rename wins and the others drop theirs. Every reuse hashes the files
+again; an entry that no longer matches its key is moved aside (one rename) and rebuilt. Temp
+folders are removed when a load ends, and ones left by a killed process after a day.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from transforms.io.checkpoint import CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem
+from transforms.io.storage import retry
+
+CACHE_ENV = "AUDIO_LABELLING_CACHE_DIR"
+CHECKPOINTS_SUBFOLDER = "checkpoints"
+_PARTIAL_PREFIXES = (".tmp-", ".trash-")
+STALE_PARTIAL_SECONDS = 24 * 3600
+_LOG = logging.getLogger(__name__)
+
+
+class CheckpointDigestMismatch(CheckpointError):
+    """The checkpoint a worker sees is not the one the launcher inspected."""
+
+
+def cache_root() -> str:
+    """The per-machine cache root shared by the project's caches (each in its own subfolder)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "audio-labelling")
+
+
+def sha256_of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(file_sha256: dict[str, str]) -> str:
+    lines = "".join(f"{name} {file_sha256[name]}\n" for name in sorted(file_sha256))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _mismatch_message(uri: str, name: str, expected: str, got: str | None) -> str:
+    seen = f"sha256 {got}" if got else "no such file"
+    return (f"checkpoint digest mismatch: {name} of {uri} has {seen} on this worker, but the launcher "
+            f"inspected sha256 {expected}. The checkpoint changed after the job was launched (or this "
+            "worker reads another copy); relaunch the job to label with the checkpoint as it is now.")
+
+
+def verify_files(folder: str, expected: dict[str, str], uri: str) -> None:
+    """Raises CheckpointDigestMismatch unless every expected file in ``folder`` has its digest."""
+    for name in sorted(expected):
+        path = os.path.join(folder, name)
+        got = sha256_of_file(path) if os.path.isfile(path) else None
+        if got != expected[name]:
+            raise CheckpointDigestMismatch(_mismatch_message(uri, name, expected[name], got))
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _discard(folder: str, base: str) -> None:
+    """Moves a folder out of the way in one rename (readers see it whole or not at all), then
+    deletes it."""
+    trash = tempfile.mkdtemp(prefix=".trash-", dir=base)
+    try:
+        os.rename(folder, os.path.join(trash, "entry"))
+    except FileNotFoundError:   # another process discarded it first
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep_stale_partials(base: str) -> None:
+    """Temp folders of processes killed mid-download; a live download is never a day old."""
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    for entry in os.scandir(base):
+        if entry.name.startswith(_PARTIAL_PREFIXES):
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+
+
+def _cached_entry(final: str, expected: dict[str, str], uri: str, base: str) -> str | None:
+    if not os.path.isdir(final):
+        return None
+    try:
+        verify_files(final, expected, uri)
+    except CheckpointDigestMismatch as e:
+        _LOG.warning("cached checkpoint %s is damaged (%s); downloading it again", final, e)
+        _discard(final, base)
+        return None
+    return final
+
+
+def _download(fs, root: str, names: list[str], folder: str, uri: str) -> dict[str, str]:
+    got = {}
+    for name in names:
+        local = os.path.join(folder, name)
+        try:
+            retry(lambda: fs.get(f"{root}/{name}", local), f"downloading {uri}/{name}")
+        except FileNotFoundError:
+            continue   # reported as missing by the digest check
+        got[name] = sha256_of_file(local)
+    return got
+
+
+def fetch_checkpoint(uri: str, storage_options: dict | None = None,
+                     expected: dict[str, str] | None = None) -> str:
+    """A local folder holding the checkpoint's files, verified against ``expected`` (file name ->
+    SHA-256, from the launcher). Local checkpoints are verified in place; remote ones come from
+    this machine's cache, downloaded on a miss. Without ``expected`` (tests, tools) the files are
+    taken as they are."""
+    fs, root = checkpoint_filesystem(uri, storage_options)
+    if _is_local(fs):
+        if expected:
+            verify_files(root, expected, uri)
+        return root
+    base = os.path.join(cache_root(), CHECKPOINTS_SUBFOLDER)
+    os.makedirs(base, exist_ok=True)
+    if expected:
+        hit = _cached_entry(os.path.join(base, cache_key(expected)), expected, uri, base)
+        if hit:
+            _LOG.info("checkpoint %s: using this machine's verified copy %s", uri, hit)
+            return hit
+    _sweep_stale_partials(base)
+    partial = tempfile.mkdtemp(prefix=".tmp-", dir=base)
+    try:
+        names = sorted(expected) if expected else [n for n in CHECKPOINT_FILES if fs.exists(f"{root}/{n}")]
+        got = _download(fs, root, names, partial, uri)
+        for name in names if expected else ():
+            if got.get(name) != expected[name]:
+                raise CheckpointDigestMismatch(_mismatch_message(uri, name, expected[name], got.get(name)))
+        final = os.path.join(base, cache_key(got))
+        for _ in range(3):
+            try:
+                os.rename(partial, final)
+                partial = None
+                _LOG.info("checkpoint %s: downloaded and verified into %s", uri, final)
+                return final
+            except OSError:   # another process put the same entry in place first
+                if _cached_entry(final, got, uri, base):
+                    return final
+        raise CheckpointError(f"could not put checkpoint {uri} into the cache folder {final}")
+    finally:
+        if partial:
+            shutil.rmtree(partial, ignore_errors=True)
