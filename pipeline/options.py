@@ -65,10 +65,10 @@ class LabelAudioOptions(PipelineOptions):
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "
                                  "hop_seconds; default: one window length (no overlap). Must be "
                                  "more than 0 and at most the window length; half of it gives 50%% "
-                                 "overlap. The last partial window is zero-padded like AST pads a "
-                                 "short clip; a tail shorter than 25 ms after the last full window "
-                                 "can make no fbank frame and is dropped (with overlap the last "
-                                 "window always covers it).")
+                                 "overlap. When audio remains after the last full window, the last "
+                                 "window is end-aligned: it ends at the file's end and overlaps its "
+                                 "predecessor, so every window is full of real audio; only a file "
+                                 "shorter than one window is zero-padded, as AST pads a short clip.")
         parser.add_argument("--aggregate", default="max", choices=["max", "mean"],
                             help="How a clip's label scores are made from its windows' scores "
                                  "(after the activation): max (default) - a class scores as high as "
