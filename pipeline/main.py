@@ -15,7 +15,8 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipeline.options import LabelAudioOptions  # noqa: E402
+from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
+from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
 from pipeline.publish import (  # noqa: E402
     begin_run, check_writable, finished_clip_files, package_versions, redact, write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
@@ -49,6 +50,11 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
+    if not 0.0 <= opts.max_error_fraction <= 1.0:
+        raise UsageError(f"--max_error_fraction must be between 0 and 1 (1.0 disables the check), "
+                         f"got {opts.max_error_fraction:g}")
+    if opts.max_sample_bytes < 1:
+        raise UsageError(f"--max_sample_bytes must be at least 1, got {opts.max_sample_bytes}")
 
 
 def _counter(result, name: str) -> int:
@@ -91,6 +97,10 @@ def run(argv: list[str] | None = None) -> RunSummary:
         storage, argv = StorageSettings.from_argv(argv)
     except StorageOptionsError as e:
         raise UsageError(str(e)) from e
+    problems = unknown_options(argv)
+    if problems:
+        raise UsageError("; ".join(problems) + " (run_pipeline.py --help lists ours; Beam's own "
+                         "pipeline options pass through)")
     options = PipelineOptions(argv)
     opts = options.view_as(LabelAudioOptions)
     validate(opts)
@@ -135,6 +145,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
                              members_ignored=_counter(result, "shard_members_ignored"),
                              shards_by_worker=_shards_by_worker(result))
         summary.check_accounting()
+        check_error_fraction(summary.counts(), opts.max_error_fraction)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
         write_manifest(opts.output, run_id,
@@ -184,5 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ErrorFractionExceeded as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(summary.render())
     return 0
