@@ -24,7 +24,8 @@ from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
-from transforms.io.storage import StorageOptionsError  # noqa: E402
+from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
+from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -161,8 +162,8 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
     seconds = (finished - started).total_seconds()
     return {
         "run_id": summary.run_id,
-        "inputs": list(opts.input or []),
-        "input_manifests": list(getattr(opts, "input_manifest", None) or []),
+        "inputs": [scrub_url(u) for u in opts.input or []],
+        "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
         "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
@@ -186,6 +187,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrub_urls_in_logs()
     argv = argv if argv is not None else sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         print_help()
@@ -193,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(argv)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 2
     except ErrorFractionExceeded as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 1
     print(summary.render())
     return 0

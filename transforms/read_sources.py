@@ -23,6 +23,7 @@ import apache_beam as beam
 from transforms.elements import ClipSource, InputError, SourceRef
 from transforms.io.shards import MAX_SAMPLE_BYTES, MemberProblem, ShardReader, ShardReadError
 from transforms.io.storage import Storage, resolve_storage_options
+from transforms.io.url_secrets import scrub_url
 
 NAMESPACE = "audio_labelling"
 WORKERS_NAMESPACE = "audio_labelling.workers"
@@ -33,7 +34,7 @@ SHARD_BLOCK_SIZE = 4 << 20
 
 
 def member_clip_id(shard_uri: str, member_name: str) -> str:
-    return f"{shard_uri}#{member_name}"
+    return f"{scrub_url(shard_uri)}#{member_name}"
 
 
 class ReadSources(beam.DoFn):
@@ -63,10 +64,13 @@ class ReadSources(beam.DoFn):
         version = self._storage.version(source.uri)
         if source.kind != "shard":
             self._discovered.inc()
-            if version is not None and labelled.get(source.uri) == version:
+            # The clip id is what is recorded: a presigned URL without its signature. The real
+            # URL stays in source_uri, which is read (and scrubbed again when a row is made).
+            clip_id = scrub_url(source.uri)
+            if version is not None and labelled.get(clip_id) == version:
                 self._skipped.inc()
                 return
-            yield ClipSource(clip_id=source.uri, source_uri=source.uri, source_version=version)
+            yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version)
             return
         yield from self._read_shard(source.uri, labelled, version)
 
@@ -89,7 +93,7 @@ class ReadSources(beam.DoFn):
                 elif version is not None and labelled.get(clip_id) == version:
                     self._skipped.inc()   # same shard content, labelled before: not again
                 else:
-                    yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=uri,
+                    yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=scrub_url(uri),
                                      member_name=item.member_name, meta=item.meta, data=item.data,
                                      source_version=version)
         except ShardReadError as e:
