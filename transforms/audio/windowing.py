@@ -58,7 +58,8 @@ import soundfile
 import soxr
 from soundfile import _ffi, _snd
 
-from transforms.audio.audio_decode import AudioDecodeError, AudioHeader, check_header, open_sound, to_mono
+from transforms.audio.audio_decode import (AudioDecodeError, AudioHeader, check_header, open_sound, read_head,
+                                           to_mono, with_declared_length)
 from transforms.audio.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
                               ast_input_features)
 
@@ -201,9 +202,10 @@ def _read_frames(sound: soundfile.SoundFile, out: np.ndarray) -> int:
 
 
 def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_rate: int,
-                      block_frames: int, max_duration_seconds: float | None) -> Iterator[np.ndarray]:
+                      block_frames: int, max_duration_seconds: float | None,
+                      decoded: list[int]) -> Iterator[np.ndarray]:
     """Mono float32 chunks at ``target_rate`` (each a new array), read ``block_frames`` source
-    frames at a time.
+    frames at a time. ``decoded[0]`` counts the source frames decoded so far.
 
     Applies decode_audio's data guards block by block: corrupt data, NaN/Inf, no frames at all,
     and the duration limit again on what is actually decoded (a header can understate it).
@@ -236,6 +238,7 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
             raise AudioDecodeError("decode", f"audio contains NaN or infinite samples "
                                              f"(between {read / rate:.2f} s and {(read + n) / rate:.2f} s)")
         read += n
+        decoded[0] = read
         if limit is not None and read > limit:
             raise AudioDecodeError("decode", f"decoded duration exceeds --max_duration_seconds "
                                              f"{max_duration_seconds:g}")
@@ -272,16 +275,33 @@ class WindowedAudio:
         self._features = features
         self._max_duration = max_duration_seconds
         self._block_frames = block_frames
+        head = read_head(source)
         self._sound = open_sound(source)
         try:
-            self.header: AudioHeader = check_header(self._sound, max_duration_seconds)
+            self.header: AudioHeader = with_declared_length(check_header(self._sound, max_duration_seconds), head)
         except BaseException:
             self._sound.close()
             raise
         self.num_windows = 0
         self.num_samples = 0
+        self._decoded = [0]   # source frames decoded (at the file's own rate)
         self.peak = 0.0   # largest |sample| seen, to flag digital silence
         self._started = False
+
+    @property
+    def decoded_frames(self) -> int:
+        """Source frames decoded so far (all of them once iteration has ended)."""
+        return self._decoded[0]
+
+    @property
+    def decoded_seconds(self) -> float:
+        """The duration actually decoded: after iteration, the file's real duration."""
+        return self._decoded[0] / self.header.original_sample_rate
+
+    @property
+    def truncated(self) -> bool:
+        """After iteration: the file decoded to less audio than its header claims."""
+        return self.header.is_truncated(self._decoded[0])
 
     def __enter__(self) -> "WindowedAudio":
         return self
@@ -298,7 +318,7 @@ class WindowedAudio:
         self._started = True
         windower = _Windower(self.geometry)
         for chunk in _resampled_blocks(self._sound, self.header, self.geometry.sample_rate,
-                                       self._block_frames, self._max_duration):
+                                       self._block_frames, self._max_duration, self._decoded):
             self.num_samples += chunk.shape[0]
             if chunk.size:
                 self.peak = max(self.peak, float(np.abs(chunk).max()))
