@@ -53,6 +53,7 @@ def test_duplicate_and_oversized_audio_members_are_reported_not_read():
     data = make_tar([("a.wav", b"1"), ("b.wav", b"x" * 5000), ("a.wav", b"2")])
     items, _ = read_all(data, max_member_bytes=1000)
     assert items[0] == ShardClip("a.wav", b"1")
+    assert "member is 5000 bytes; the limit is 1000 (the largest member read)" in items[1].message
     problems = {i.member_name: i.error_type for i in items if isinstance(i, MemberProblem)}
     assert problems == {"b.wav": "MemberTooLarge", "a.wav": "DuplicateMember"}
 

@@ -365,9 +365,11 @@ class ShardReader:
             return MemberProblem(member.name, "DuplicateMember",
                                  f"a member named {member.name!r} already appeared in this shard")
         if member.size > self._max_member_bytes:
+            which = ("--max_sample_bytes" if self._max_member_bytes == self._max_sample_bytes
+                     else "the largest member read")
             return MemberProblem(member.name, "MemberTooLarge",
                                  f"member is {member.size} bytes; the limit is {self._max_member_bytes} "
-                                 f"(--max_sample_bytes)")
+                                 f"({which})")
         return None
 
 
