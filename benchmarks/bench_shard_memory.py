@@ -13,8 +13,16 @@ the filesystem) next to the shard size. Cases:
   that the measurement does see a reader that holds the shard.
 
 Run for two shard sizes (default 50 and 200 MB) to show the reader's footprint
-does not grow with the shard. Prints one JSON object.
-Usage: python benchmarks/bench_shard_memory.py [--mb 50 200]
+does not grow with the shard.
+
+Then members sharing one WebDataset key: a shard of ``--members`` (200) WAV
+members of 1 MiB all of key ``spk01`` (spk01.json, spk01.utt000.wav, ...: one
+sample of 200 clips) against one of the same members with distinct keys
+(000000.json, 000000.wav, ...), local and on S3; the peak RSS growth of the two
+should differ by a few members at most, not by the shard.
+
+Prints one JSON object.
+Usage: python benchmarks/bench_shard_memory.py [--mb 50 200] [--members 200]
 """
 from __future__ import annotations
 
@@ -87,6 +95,35 @@ def build_shard(path: str, target_bytes: int) -> int:
     return count
 
 
+def build_member_shard(path: str, members: int, member_bytes: int, shared_key: bool) -> int:
+    """``members`` WAV members of ``member_bytes`` each, with one .json sidecar per sample: one
+    sample ``spk01`` holding them all (shared_key), or one sample per member."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(1)
+    frames = (member_bytes - 44) // 2          # 16-bit mono WAV: a 44-byte header, then the data
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        if shared_key:
+            add(tar, "spk01.json", json.dumps({"speaker": "spk01"}).encode())
+        for i in range(members):
+            buf = io.BytesIO()
+            soundfile.write(buf, (0.3 * rng.standard_normal(frames)).astype("float32"), 16000,
+                            format="WAV", subtype="PCM_16")
+            if shared_key:
+                add(tar, f"spk01.utt{i:03d}.wav", buf.getvalue())
+            else:
+                add(tar, f"{i:06d}.json", json.dumps({"i": i}).encode())
+                add(tar, f"{i:06d}.wav", buf.getvalue())
+    return members
+
+
 def measure(uri: str, options: dict, mode: str) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO)
     out = subprocess.run([sys.executable, "-c", CHILD, uri, json.dumps(options), mode],
@@ -100,6 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, nargs="+", default=[50.0, 200.0],
                         help="shard sizes to build, MB")
+    parser.add_argument("--members", type=int, default=200,
+                        help="1 MiB members in the shared-key vs distinct-keys comparison")
     args = parser.parse_args()
     from transforms.read_sources import SHARD_BLOCK_SIZE
 
@@ -128,8 +167,23 @@ def main() -> None:
                     case["delta_over_shard_size"] = round(case["peak_rss_delta_bytes"] / shard_bytes, 4)
             shards.append({"shard_bytes": shard_bytes, "audio_members": members, "cases": cases})
             os.remove(shard)
+        grouping = {}
+        for layout in ("distinct_keys", "shared_key"):
+            shard = os.path.join(work, f"{layout}.tar")
+            build_member_shard(shard, args.members, 1 << 20, shared_key=layout == "shared_key")
+            cases = {"local": measure(shard, {}, "stream")}
+            if server:
+                key = f"{server.bucket}/grouping/{layout}.tar"
+                server.filesystem().put(shard, key)
+                cases["s3"] = measure(f"s3://{key}", server.storage_options(), "stream")
+            grouping[layout] = {"shard_bytes": os.path.getsize(shard), "cases": cases}
+            os.remove(shard)
+        for where in grouping["shared_key"]["cases"]:
+            shared = grouping["shared_key"]["cases"][where]["peak_rss_delta_bytes"]
+            distinct = grouping["distinct_keys"]["cases"][where]["peak_rss_delta_bytes"]
+            grouping[f"shared_minus_distinct_mb_{where}"] = round((shared - distinct) / 1e6, 2)
         print(json.dumps({"python": sys.version.split()[0], "shard_block_size": SHARD_BLOCK_SIZE,
-                          "shards": shards}, indent=2))
+                          "shards": shards, "member_grouping": grouping}, indent=2))
     finally:
         if server:
             server.stop()

@@ -56,7 +56,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     clips = (
         discovered.sources
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "ReadSources" >> beam.ParDo(ReadSources(storage_options), labelled=beam.pvalue.AsDict(labelled))
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, opts.max_sample_bytes), labelled=beam.pvalue.AsDict(labelled))
         .with_outputs("errors", main="clips"))
     featurized = (
         clips.clips

@@ -15,7 +15,8 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
-from pipeline.options import LabelAudioOptions  # noqa: E402
+from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
+from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
 from pipeline.publish import (  # noqa: E402
     begin_run, check_writable, finished_clip_files, package_versions, redact, write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
@@ -23,7 +24,8 @@ from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
-from transforms.io.storage import StorageOptionsError  # noqa: E402
+from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
+from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -49,6 +51,11 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
+    if not 0.0 <= opts.max_error_fraction <= 1.0:
+        raise UsageError(f"--max_error_fraction must be between 0 and 1 (1.0 disables the check), "
+                         f"got {opts.max_error_fraction:g}")
+    if opts.max_sample_bytes < 1:
+        raise UsageError(f"--max_sample_bytes must be at least 1, got {opts.max_sample_bytes}")
     if opts.backend == "mindnlp":
         from transforms.model.ast_mindnlp import INSTALL_HINT, missing_packages
 
@@ -115,6 +122,10 @@ def run(argv: list[str] | None = None) -> RunSummary:
         storage, argv = StorageSettings.from_argv(argv)
     except StorageOptionsError as e:
         raise UsageError(str(e)) from e
+    problems = unknown_options(argv)
+    if problems:
+        raise UsageError("; ".join(problems) + " (run_pipeline.py --help lists ours; Beam's own "
+                         "pipeline options pass through)")
     options = PipelineOptions(argv)
     opts = options.view_as(LabelAudioOptions)
     refuse_unsupported_runner(options)
@@ -160,6 +171,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
                              members_ignored=_counter(result, "shard_members_ignored"),
                              shards_by_worker=_shards_by_worker(result))
         summary.check_accounting()
+        check_error_fraction(summary.counts(), opts.max_error_fraction)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
         write_manifest(opts.output, run_id,
@@ -175,8 +187,8 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
     seconds = (finished - started).total_seconds()
     return {
         "run_id": summary.run_id,
-        "inputs": list(opts.input or []),
-        "input_manifests": list(getattr(opts, "input_manifest", None) or []),
+        "inputs": [scrub_url(u) for u in opts.input or []],
+        "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
         "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
@@ -188,7 +200,9 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                      "hop_seconds": opts.hop_seconds, "aggregate": opts.aggregate,
                      "threshold": opts.threshold, "class_thresholds": opts.class_thresholds,
                      "label_map": opts.label_map, "emit_scores": opts.emit_scores,
-                     "emit_embeddings": opts.emit_embeddings, "skip_labelled": opts.skip_labelled},
+                     "emit_embeddings": opts.emit_embeddings, "skip_labelled": opts.skip_labelled,
+                     "max_error_fraction": opts.max_error_fraction,
+                     "max_sample_bytes": opts.max_sample_bytes},
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,
@@ -200,6 +214,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrub_urls_in_logs()
     argv = argv if argv is not None else sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         print_help()
@@ -207,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(argv)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 2
+    except ErrorFractionExceeded as e:
+        print(f"error: {scrub_text(str(e))}", file=sys.stderr)
+        return 1
     print(summary.render())
     return 0

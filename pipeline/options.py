@@ -1,5 +1,13 @@
-"""Command-line options of the labelling job. Beam's own options pass through."""
-from apache_beam.options.pipeline_options import PipelineOptions
+"""Command-line options of the labelling job. Beam's own options pass through; any other
+option is refused at launch (:func:`unknown_options`)."""
+import difflib
+import importlib
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+# Runners whose options live outside apache_beam.options.pipeline_options: imported (when the
+# runner is named) so that their options are registered before unknown options are looked for.
+_RUNNER_OPTION_MODULES = {"dask": "apache_beam.runners.dask.dask_runner"}
 
 
 class LabelAudioOptions(PipelineOptions):
@@ -67,10 +75,10 @@ class LabelAudioOptions(PipelineOptions):
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "
                                  "hop_seconds; default: one window length (no overlap). Must be "
                                  "more than 0 and at most the window length; half of it gives 50%% "
-                                 "overlap. The last partial window is zero-padded like AST pads a "
-                                 "short clip; a tail shorter than 25 ms after the last full window "
-                                 "can make no fbank frame and is dropped (with overlap the last "
-                                 "window always covers it).")
+                                 "overlap. When audio remains after the last full window, the last "
+                                 "window is end-aligned: it ends at the file's end and overlaps its "
+                                 "predecessor, so every window is full of real audio; only a file "
+                                 "shorter than one window is zero-padded, as AST pads a short clip.")
         parser.add_argument("--aggregate", default="max", choices=["max", "mean"],
                             help="How a clip's label scores are made from its windows' scores "
                                  "(after the activation): max (default) - a class scores as high as "
@@ -84,3 +92,58 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--max_duration_seconds", type=float, default=None,
                             help="Refuse files whose header declares a longer duration (or that "
                                  "decode to one).")
+        parser.add_argument("--max_error_fraction", type=float, default=0.25,
+                            help="Fail the run without publishing it when more than this fraction "
+                                 "of the discovered inputs end in the errors table (default 0.25, "
+                                 "so a worker image that cannot decode anything fails loudly; "
+                                 "1.0 disables the check).")
+        parser.add_argument("--max_sample_bytes", type=int, default=256 << 20,
+                            help="Tar shards: most bytes of one WebDataset sample (the members "
+                                 "sharing a key) held in memory at once; an audio member past it "
+                                 "gets an error row (default 256 MiB).")
+
+
+def _registered_option_classes() -> list[type]:
+    """Every PipelineOptions subclass defined so far (Beam's, ours, a runner's), once each."""
+    found, stack = {}, list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        found.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+        stack.extend(cls.__subclasses__())
+    return list(found.values())
+
+
+def unknown_options(argv: list[str]) -> list[str]:
+    """One line per argument that no registered PipelineOptions class knows, with the nearest
+    known option name. Beam's PipelineOptions would drop such an argument with a warning, so a
+    typo (``--emit_score``) or an option of a newer release would silently change the job."""
+    runner = " ".join(a for a in argv if "runner" in a).lower()
+    for name, module in _RUNNER_OPTION_MODULES.items():
+        if name in runner:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    for cls in _registered_option_classes():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except SystemExit:   # a bad value of a known option: PipelineOptions reports it as before
+        return []
+    known = sorted({opt for action in parser._actions for opt in action.option_strings
+                    if opt.startswith("--")})
+    problems, after_unknown_option = [], False
+    for arg in unknown:
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            if not after_unknown_option:   # else: most likely the unknown option's value
+                problems.append(f"unexpected argument {arg!r} (options take the form --name value)")
+            after_unknown_option = False
+            continue
+        after_unknown_option = "=" not in arg
+        name = arg.split("=", 1)[0]
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        problems.append(f"unknown option {name}" + (f" (did you mean {near[0]}?)" if near else ""))
+    return problems

@@ -8,7 +8,9 @@ import pyarrow as pa
 # 2: segments table; clips.num_windows, clips.aggregation; shard_uri, member_name (clips, errors)
 #    and meta (clips) for clips read from tar shards.
 # 3: clips.silent and clips.source_version; optional scores/embedding columns (with_optional_outputs).
-SCHEMA_VERSION = "3"
+# 4: clips.duration_seconds is the decoded duration (was: the header's claim); new
+#    clips.declared_duration_seconds (the header's claim) and clips.truncated.
+SCHEMA_VERSION = "4"
 
 LABEL_SCORE = pa.struct([
     pa.field("label", pa.string(), nullable=False),
@@ -25,7 +27,9 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("member_name", pa.string()),     # the clip's member name inside shard_uri
     pa.field("meta", pa.string()),            # JSON text of the sample's .json sidecar, if any
     pa.field("source_version", pa.string()),  # ETag (or size+mtime) of the file/shard when read
-    pa.field("duration_seconds", pa.float64()),
+    pa.field("duration_seconds", pa.float64()),             # decoded: the audio the file really holds
+    pa.field("declared_duration_seconds", pa.float64()),    # what the file's header claims
+    pa.field("truncated", pa.bool_()),                      # decoded less than the header claims
     pa.field("original_sample_rate", pa.int32()),
     pa.field("channels", pa.int32()),
     pa.field("labels", pa.list_(LABEL_SCORE)),       # top-k of the aggregated window scores

@@ -124,7 +124,7 @@ def test_credentials_reach_no_log_manifest_or_table(locked_server, inputs, tiny_
                        "--direct_running_mode", "multi_processing",
                        "--default_sdk_harness_log_level", "DEBUG"]
     summary = run(["--input", f"{inputs}/in/**", "--output", output, "--model", tiny_checkpoint,
-                   "--batch_size", "2", "--run_id", "canary", *credentials])
+                   "--batch_size", "2", "--run_id", "canary", "--max_error_fraction", "1.0", *credentials])
     assert summary.clips.num_rows == 3 and summary.errors.num_rows == 2
 
     logged = _everything_logged(caplog, capfd)

@@ -323,7 +323,8 @@ def hostile_shard_run(tmp_path_factory, tiny_checkpoint, gzip_bomb):
     os.chdir(cwd)
     try:
         summary = guarded(run, ["--input", str(shards), "--output", str(out), "--model", tiny_checkpoint,
-                                "--batch_size", "4", "--top_k", "2", "--run_id", "hostile"])
+                                "--batch_size", "4", "--top_k", "2", "--run_id", "hostile",
+                                "--max_error_fraction", "1.0"])
     finally:
         os.chdir(old_cwd)
     return str(shards), expected, summary, before, snapshot()

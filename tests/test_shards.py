@@ -53,6 +53,7 @@ def test_duplicate_and_oversized_audio_members_are_reported_not_read():
     data = make_tar([("a.wav", b"1"), ("b.wav", b"x" * 5000), ("a.wav", b"2")])
     items, _ = read_all(data, max_member_bytes=1000)
     assert items[0] == ShardClip("a.wav", b"1")
+    assert "member is 5000 bytes; the limit is 1000 (the largest member read)" in items[1].message
     problems = {i.member_name: i.error_type for i in items if isinstance(i, MemberProblem)}
     assert problems == {"b.wav": "MemberTooLarge", "a.wav": "DuplicateMember"}
 
@@ -153,3 +154,97 @@ def test_reading_a_50mb_shard_holds_one_member_at_a_time(tmp_path):
         tracemalloc.stop()
     assert count == 50
     assert peak < shard_size / 10, f"peak {peak} bytes for a {shard_size}-byte shard"
+
+
+# ---------------------------------------------------------------- many members sharing one key
+
+def shared_key_shard(path, count, member_bytes, sidecar_first=True, ext="utt{:03d}.wav"):
+    """``count`` audio members all of key ``spk01`` (spk01.utt000.wav, ...), with a sidecar."""
+    with tarfile.open(path, "w") as tar:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if sidecar_first:
+            add("spk01.json", json_bytes({"speaker": "spk01"}))
+        for i in range(count):
+            add("spk01." + ext.format(i), bytes([i % 256]) * member_bytes)
+        if not sidecar_first:
+            add("spk01.json", json_bytes({"speaker": "spk01"}))
+    return path
+
+
+def test_members_sharing_one_key_are_yielded_as_they_are_read(tmp_path):
+    """200 x 1 MiB members of key spk01 (WebDataset order: spk01.json first): each comes out
+    before the next is read, with the sidecar's meta, and traced memory stays at a few members."""
+    member = 1 << 20
+    path = shared_key_shard(tmp_path / "spk.tar", 200, member)
+    positions = []
+    with open(path, "rb") as f:
+        tracemalloc.start()
+        try:
+            reader = ShardReader(str(path), lambda: f, policy=NO_WAIT)
+            names = []
+            for item in reader:
+                positions.append(f.tell())
+                names.append(item.member_name)
+                assert json.loads(item.meta) == {"speaker": "spk01"} and len(item.data) == member
+                del item
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert names == [f"spk01.utt{i:03d}.wav" for i in range(200)]
+    # The first clip came out after about one member of the 200 MiB shard was read.
+    assert positions[0] < 3 * member, positions[:3]
+    assert peak < 4 * member, f"peak {peak} bytes"
+
+
+def test_audio_before_its_sidecar_in_sorted_order_waits_for_it():
+    """flac sorts before json: rec.0001.flac, rec.0002.flac, rec.json - both get the meta."""
+    data = make_tar([("rec.0001.flac", b"a"), ("rec.0002.flac", b"b"), ("rec.json", json_bytes({"m": 1})),
+                     ("rec.txt", b"t")])
+    items, stats = read_all(data)
+    assert [(i.member_name, i.meta) for i in items] == [("rec.0001.flac", '{"m": 1}'), ("rec.0002.flac", '{"m": 1}')]
+    assert stats.sidecars_late == 0
+
+
+def test_a_member_sorting_after_json_releases_what_waits_for_the_sidecar():
+    """Unsorted: spk.utt1.wav, spk.utt2.wav, spk.json. utt1 cannot wait (utt2 sorts after json, so
+    in WebDataset order no sidecar can follow); utt2 waits one member and gets it."""
+    data = make_tar([("spk.utt1.wav", b"1"), ("spk.utt2.wav", b"2"), ("spk.json", json_bytes({"m": 2})),
+                     ("other.wav", b"3")])
+    items, stats = read_all(data)
+    assert [(i.member_name, i.meta) for i in items] == [
+        ("spk.utt1.wav", None), ("spk.utt2.wav", '{"m": 2}'), ("other.wav", None)]
+    assert stats.sidecars_late == 1
+
+
+def test_bytes_held_for_one_sample_are_bounded_by_max_sample_bytes():
+    members = [(f"rec.{i:04d}.flac", bytes([i]) * 1000) for i in range(5)] + [("rec.json", json_bytes({"m": 3}))]
+    members += [("big.wav", b"x" * 3000), ("after.wav", b"y" * 10)]
+    items, stats = read_all(make_tar(members), max_sample_bytes=2500)
+    clips = [(i.member_name, i.meta) for i in items if isinstance(i, ShardClip)]
+    problems = [(i.member_name, i.error_type, i.message) for i in items if isinstance(i, MemberProblem)]
+    assert clips == [("rec.0000.flac", '{"m": 3}'), ("rec.0001.flac", '{"m": 3}'), ("after.wav", None)]
+    assert [p[:2] for p in problems] == [("rec.0002.flac", "SampleTooLarge"), ("rec.0003.flac", "SampleTooLarge"),
+                                         ("rec.0004.flac", "SampleTooLarge"), ("big.wav", "MemberTooLarge")]
+    assert "sample 'rec' already holds 2000 bytes" in problems[0][2] and "--max_sample_bytes 2500" in problems[0][2]
+    assert "member is 3000 bytes; the limit is 2500 (--max_sample_bytes)" in problems[-1][2]
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_a_dropped_connection_inside_a_shared_key_sample_repeats_and_loses_nothing(compression):
+    members = [("spk01.json", json_bytes({"s": 1}))] + [(f"spk01.utt{i:02d}.wav", os.urandom(3000))
+                                                         for i in range(10)]
+    data = make_tar(members, compression)
+    opens = []
+
+    def open_shard():
+        opens.append(1)
+        return FlakyStream(data, len(data) // 2 if len(opens) == 1 else None)
+
+    reader = ShardReader("s3://b/s.tar", open_shard, policy=NO_WAIT)
+    items = list(reader)
+    assert [(i.member_name, i.data) for i in items] == members[1:]
+    assert all(i.meta == '{"s": 1}' for i in items)
+    assert len(opens) == 2 and reader.stats.resumed == 1

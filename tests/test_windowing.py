@@ -48,49 +48,68 @@ def test_95_s_file_no_overlap(long_wav):
         assert audio.num_windows == 0
         windows = list(audio)
     assert [w.index for w in windows] == list(range(10))
-    assert [w.start_seconds for w in windows] == pytest.approx([10.24 * k for k in range(10)])
+    # Nine full windows, then the last one end-aligned: 84.76-95.0 s, overlapping the ninth.
+    assert [w.start_seconds for w in windows] == pytest.approx([10.24 * k for k in range(9)] + [95.0 - 10.24])
     assert [w.end_seconds for w in windows] == pytest.approx([10.24 * k for k in range(1, 10)] + [95.0])
     for w in windows:
+        assert w.stop_sample - w.start_sample == W
         expected = ast_input_features(wave[w.start_sample:w.stop_sample], CONFIG)
         np.testing.assert_array_equal(w.features, expected)
-    # The tail window holds 2.84 s: 1 + (45440 - 400) // 160 = 282 real frames, then padding.
-    tail = windows[-1].features
-    assert tail.shape == (1024, 128)
-    assert not np.all(tail[281] == PAD) and np.all(tail[282:] == PAD)
+    # The last window is as full of real audio as the first: no more padding frames than a
+    # full window's (its 1022 frames, then the 2 zero frames AST pads every 10.24 s clip with).
+    padded = [int(np.all(w.features == PAD, axis=1).sum()) for w in windows]
+    assert padded[-1] == padded[0] == 2
 
 
 def test_95_s_file_half_hop(long_wav):
     windows = list(iter_windows(long_wav, CONFIG, hop_seconds=5.12))
-    # 17 full windows (the last 81.92-92.16 s), then one tail window from the next hop to the end.
+    # 17 full windows (the last 81.92-92.16 s), then one end-aligned window 84.76-95.0 s.
     assert len(windows) == 18
-    assert [w.start_seconds for w in windows] == pytest.approx([5.12 * k for k in range(18)])
+    assert [w.start_seconds for w in windows] == pytest.approx([5.12 * k for k in range(17)] + [95.0 - 10.24])
     assert [w.end_seconds for w in windows] == pytest.approx([5.12 * k + 10.24 for k in range(17)] + [95.0])
-    tail = windows[-1]
-    assert (tail.start_sample, tail.stop_sample) == (17 * 81920, 95 * 16000)
-    real = 1 + (tail.stop_sample - tail.start_sample - 400) // 160
-    assert np.all(tail.features[real:] == PAD) and not np.all(tail.features[real - 1] == PAD)
+    last = windows[-1]
+    assert (last.start_sample, last.stop_sample) == (95 * 16000 - W, 95 * 16000)
     wave = soundfile.read(long_wav, dtype="float32")[0]
-    np.testing.assert_array_equal(tail.features, ast_input_features(wave[tail.start_sample:], CONFIG))
+    np.testing.assert_array_equal(last.features, ast_input_features(wave[-W:], CONFIG))
+    assert int(np.all(last.features == PAD, axis=1).sum()) == 2   # as many as any full window
+
+
+THIRD = WindowGeometry.for_features(CONFIG, 3.0)    # 48000 samples, no divisor of W
 
 
 @pytest.mark.parametrize("geometry, n, expected", [
     (GEOMETRY, W, [(0, W)]),
-    (GEOMETRY, W + 399, [(0, W)]),                          # 24.9 ms tail: no frame, dropped
-    (GEOMETRY, W + 400, [(0, W), (W, W + 400)]),            # 25 ms tail: one frame, padded window
-    (GEOMETRY, 9 * W + 399, [(k * W, (k + 1) * W) for k in range(9)]),
-    (GEOMETRY, 5000, [(0, 5000)]),                          # shorter than a window: one window
+    # Just over 1, 2 and 3 windows, no overlap: the last window ends at the file's end.
+    (GEOMETRY, W + 1, [(0, W), (1, W + 1)]),
+    (GEOMETRY, W + 399, [(0, W), (399, W + 399)]),
+    (GEOMETRY, 2 * W + 1, [(0, W), (W, 2 * W), (W + 1, 2 * W + 1)]),
+    (GEOMETRY, 3 * W + 160, [(0, W), (W, 2 * W), (2 * W, 3 * W), (2 * W + 160, 3 * W + 160)]),
+    (GEOMETRY, 9 * W, [(k * W, (k + 1) * W) for k in range(9)]),   # a multiple: no extra window
+    (GEOMETRY, 5000, [(0, 5000)]),                          # shorter than a window: one padded window
+    (GEOMETRY, W - 1, [(0, W - 1)]),
     (GEOMETRY, 399, [(0, 399)]),                            # listed; fbank refuses it
+    # The same lengths with 50% overlap.
     (HALF, W, [(0, W)]),
-    (HALF, W + 1, [(0, W), (W // 2, W + 1)]),               # with overlap the tail is always covered
+    (HALF, W + 1, [(0, W), (1, W + 1)]),
     (HALF, 2 * W, [(0, W), (W // 2, 3 * W // 2), (W, 2 * W)]),
-    (HALF, 2 * W + 10, [(0, W), (W // 2, 3 * W // 2), (W, 2 * W), (3 * W // 2, 2 * W + 10)]),
+    (HALF, 2 * W + 1, [(0, W), (W // 2, 3 * W // 2), (W, 2 * W), (W + 1, 2 * W + 1)]),
+    (HALF, 3 * W + 160, [(0, W), (W // 2, 3 * W // 2), (W, 2 * W), (3 * W // 2, 5 * W // 2),
+                         (2 * W, 3 * W), (2 * W + 160, 3 * W + 160)]),
+    # A hop that does not divide the window: 3 s hops, then the end-aligned window.
+    (THIRD, 2 * W + 1, [(k * 48000, k * 48000 + W) for k in range(4)] + [(W + 1, 2 * W + 1)]),
 ])
-def test_tail_rule(geometry, n, expected):
-    assert plan_windows(n, geometry) == expected
+def test_last_window_rule(geometry, n, expected):
+    windows = plan_windows(n, geometry)
+    assert windows == expected
+    if n >= W:
+        # Every window of a file at least one window long is full of real audio ...
+        assert all(stop - start == W for start, stop in windows)
+        # ... and the last one ends at the file's end.
+        assert windows[-1][1] == n
 
 
 @pytest.mark.parametrize("hop", [None, 5.12, 3.0, 10.0])
-@pytest.mark.parametrize("n", [400, 5000, W - 1, W, W + 399, W + 400, 3 * W + 12345])
+@pytest.mark.parametrize("n", [400, 5000, W - 1, W, W + 1, W + 399, 2 * W + 7, 3 * W + 12345])
 def test_streaming_cuts_what_the_plan_says(hop, n):
     geometry = WindowGeometry.for_features(CONFIG, hop)
     buf = io.BytesIO()

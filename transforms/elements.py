@@ -53,7 +53,8 @@ class ClipSource:
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """What is known about one input clip from its header, before any window is decoded."""
+    """What is known about one input clip: from its header before any window is decoded; once
+    decoding has ended (the ClipOutcome's copy), ``duration_seconds`` is what was decoded."""
     clip_id: str
     source_uri: str
     duration_seconds: float
@@ -63,6 +64,8 @@ class ClipInfo:
     member_name: str | None = None
     meta: str | None = None
     source_version: str | None = None
+    declared_duration_seconds: float | None = None   # what the header claims
+    truncated: bool = False                           # decoded less than the header claims
 
 
 @dataclass(frozen=True)

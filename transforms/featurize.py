@@ -5,6 +5,8 @@ DoFn only opens the URI and routes what comes out.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 
 from transforms.elements import ClipOutcome, ClipSource, FeatureWindow
@@ -68,5 +70,9 @@ class DecodeAndFeaturize(beam.DoFn):
         self._decoded.inc()
         self._progress.add(files_decoded=1)
         silent = audio.peak < SILENCE_PEAK
+        # The row says what was decoded, and whether the header claimed more (a cut-off file).
+        clip = dataclasses.replace(clip, duration_seconds=audio.decoded_seconds,
+                                   declared_duration_seconds=audio.header.declared_duration_seconds,
+                                   truncated=audio.truncated)
         yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
             source.source_uri, clip, emitted, silent=silent)))

@@ -7,8 +7,21 @@ are imported only inside ``load_model``, on the worker, never when the pipeline
 is built.
 
 Each example is a FeatureWindow; each PredictionResult's ``inference`` is a
-ScoredWindow, or the exception that clip alone raised: a failing batch is
-retried one window at a time, so one bad clip never loses its batchmates.
+ScoredWindow, or the exception that window alone raised (it becomes an error row
+for its clip): a failing batch is retried one window at a time, so one bad clip
+never loses its batchmates.
+
+Failures of the input versus failures of the job
+------------------------------------------------
+Only failures caused by an input become rows: a window whose features the model
+cannot take (wrong shape, NaN or infinite values; checked before the model is
+called), or one window that the model rejects while its batchmates pass. A failure
+of the machine or runtime is raised, so that the runner retries the bundle and the
+run fails if it persists, instead of turning a night of inputs into error rows
+that balance the accounting: MemoryError and any "out of memory"/device error,
+RuntimeError (MindSpore's runtime raises it), OSError and SystemError, and a
+model that fails on every window of a batch when they are retried one by one
+(:class:`ModelFailure`).
 """
 from __future__ import annotations
 
@@ -30,6 +43,35 @@ from transforms.io.storage import resolve_storage_options
 
 BACKENDS = ("native", "mindnlp")
 _LOG = logging.getLogger(__name__)
+
+# Exceptions of the machine or the runtime, never of one input (see the module docstring).
+_JOB_FAILURE_TYPES = (MemoryError, RuntimeError, OSError, SystemError)
+_JOB_FAILURE_WORDS = ("out of memory", "memory allocation", "device")
+
+
+class ModelFailure(RuntimeError):
+    """The model failed on every window of a batch, also one window at a time: the model or its
+    runtime is broken, not the inputs."""
+
+
+def is_job_failure(error: BaseException) -> bool:
+    """True for an error of the machine or runtime (raised: the runner retries, the run fails),
+    False for one an input can cause (an error row for that input's clip)."""
+    if isinstance(error, _JOB_FAILURE_TYPES):
+        return True
+    text = str(error).lower()
+    return any(word in text for word in _JOB_FAILURE_WORDS)
+
+
+def input_problem(features, expected_shape) -> ValueError | None:
+    """Why the model cannot take these features, or None."""
+    shape = getattr(features, "shape", None)
+    if shape != expected_shape:
+        return ValueError(f"features have shape {shape}, the model takes {expected_shape}")
+    if not np.isfinite(features).all():
+        return ValueError(f"features hold {int(np.size(features) - np.isfinite(features).sum())} NaN or "
+                          f"infinite values")
+    return None
 
 
 # --device auto tries these in order; the first MindSpore can use in this process wins.
@@ -182,19 +224,28 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         results: list[Any] = [None] * len(batch)
         good = []
         for i, window in enumerate(batch):
-            shape = getattr(window.features, "shape", None)
-            if shape != expected:
-                results[i] = ValueError(f"features have shape {shape}, the model takes {expected}")
-            else:
+            results[i] = input_problem(window.features, expected)
+            if results[i] is None:
                 good.append(i)
         if good:
             try:
                 logits, pooled = model.predict(np.stack([batch[i].features for i in good]))
                 outputs = list(zip(logits, pooled))
-            except Exception:  # find the clip at fault instead of failing its neighbours
-                _LOG.warning("batch of %d failed; retrying its windows one by one", len(good),
-                             exc_info=True)
+            except Exception as e:
+                if is_job_failure(e):
+                    raise   # the runner retries the bundle; persisting, the run fails
+                # Perhaps one window is at fault: find it instead of failing its neighbours.
+                _LOG.warning("batch of %d failed (%s: %s); retrying its windows one by one", len(good),
+                             type(e).__name__, e)
                 outputs = [self._predict_one(model, batch[i].features) for i in good]
+                failed = [out for out in outputs if isinstance(out, Exception)]
+                for out in failed:
+                    if is_job_failure(out):
+                        raise out from e
+                if len(good) > 1 and len(failed) == len(good):
+                    raise ModelFailure(
+                        f"the model failed on all {len(good)} windows of a batch, and on each one "
+                        f"alone ({type(e).__name__}: {e}): a broken model or runtime, not bad inputs") from e
             for i, out in zip(good, outputs):
                 results[i] = out if isinstance(out, Exception) else _scored(batch[i], *out)
         return [PredictionResult(example=w, inference=r) for w, r in zip(batch, results)]

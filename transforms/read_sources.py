@@ -9,7 +9,8 @@ fused, to decoding in the same worker). Counters, namespace audio_labelling:
   +1 per shard that fails (cannot be opened, breaks midway, holds no audio),
   matching its one error row. So discovered == labelled + errored stays exact.
 * shards_read, shard_members_ignored (non-audio, non-sidecar members, see
-  transforms/io/shards.py), shard_sidecars_invalid, shard_reads_resumed.
+  transforms/io/shards.py), shard_sidecars_invalid, shard_sidecars_late (a sidecar read
+  after some of its sample's audio had been yielded without it), shard_reads_resumed.
 * namespace audio_labelling.workers, shards_read_pid_<pid>: which worker process
   read how many shards (to see the spread over workers).
 """
@@ -20,8 +21,9 @@ import os
 import apache_beam as beam
 
 from transforms.elements import ClipSource, InputError, SourceRef
-from transforms.io.shards import MemberProblem, ShardReader, ShardReadError
+from transforms.io.shards import MAX_SAMPLE_BYTES, MemberProblem, ShardReader, ShardReadError
 from transforms.io.storage import Storage, resolve_storage_options
+from transforms.io.url_secrets import scrub_url
 
 NAMESPACE = "audio_labelling"
 WORKERS_NAMESPACE = "audio_labelling.workers"
@@ -32,20 +34,22 @@ SHARD_BLOCK_SIZE = 4 << 20
 
 
 def member_clip_id(shard_uri: str, member_name: str) -> str:
-    return f"{shard_uri}#{member_name}"
+    return f"{scrub_url(shard_uri)}#{member_name}"
 
 
 class ReadSources(beam.DoFn):
     """SourceRef -> ClipSource, or an InputError on the 'errors' output."""
 
-    def __init__(self, storage_options: dict | None = None):
+    def __init__(self, storage_options: dict | None = None, max_sample_bytes: int = MAX_SAMPLE_BYTES):
         self._storage_options = storage_options
+        self._max_sample_bytes = max_sample_bytes
         self._storage = None
         counter = beam.metrics.Metrics.counter
         self._discovered = counter(NAMESPACE, "inputs_discovered")
         self._shards = counter(NAMESPACE, "shards_read")
         self._ignored = counter(NAMESPACE, "shard_members_ignored")
         self._invalid_sidecars = counter(NAMESPACE, "shard_sidecars_invalid")
+        self._late_sidecars = counter(NAMESPACE, "shard_sidecars_late")
         self._resumed = counter(NAMESPACE, "shard_reads_resumed")
         self._skipped = counter(NAMESPACE, "clips_skipped")
 
@@ -60,10 +64,13 @@ class ReadSources(beam.DoFn):
         version = self._storage.version(source.uri)
         if source.kind != "shard":
             self._discovered.inc()
-            if version is not None and labelled.get(source.uri) == version:
+            # The clip id is what is recorded: a presigned URL without its signature. The real
+            # URL stays in source_uri, which is read (and scrubbed again when a row is made).
+            clip_id = scrub_url(source.uri)
+            if version is not None and labelled.get(clip_id) == version:
                 self._skipped.inc()
                 return
-            yield ClipSource(clip_id=source.uri, source_uri=source.uri, source_version=version)
+            yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version)
             return
         yield from self._read_shard(source.uri, labelled, version)
 
@@ -72,7 +79,7 @@ class ReadSources(beam.DoFn):
         self._shards.inc()
         beam.metrics.Metrics.counter(WORKERS_NAMESPACE, f"shards_read_pid_{os.getpid()}").inc()
         reader = ShardReader(uri, lambda: self._storage.open(uri, block_size=SHARD_BLOCK_SIZE),
-                             policy=self._storage.policy)
+                             policy=self._storage.policy, max_sample_bytes=self._max_sample_bytes)
         found = 0
         try:
             for item in reader:
@@ -86,7 +93,7 @@ class ReadSources(beam.DoFn):
                 elif version is not None and labelled.get(clip_id) == version:
                     self._skipped.inc()   # same shard content, labelled before: not again
                 else:
-                    yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=uri,
+                    yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=scrub_url(uri),
                                      member_name=item.member_name, meta=item.meta, data=item.data,
                                      source_version=version)
         except ShardReadError as e:
@@ -103,4 +110,5 @@ class ReadSources(beam.DoFn):
         finally:
             self._ignored.inc(reader.stats.ignored)
             self._invalid_sidecars.inc(reader.stats.sidecars_invalid)
+            self._late_sidecars.inc(reader.stats.sidecars_late)
             self._resumed.inc(reader.stats.resumed)

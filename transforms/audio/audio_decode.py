@@ -8,7 +8,8 @@ scipy.signal.resample_poly for the awkward ratios archives contain
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -54,11 +55,50 @@ class AudioHeader:
     """What a file's header says, before any audio is read."""
     original_sample_rate: int
     channels: int
-    frames: int                   # declared frame count (libsndfile's; exact for WAV/FLAC)
+    frames: int                   # libsndfile's frame count (exact for WAV/FLAC, clamped to the file)
+    declared_frames: int = -1     # what the header itself claims (a WAV data chunk may claim more
+                                  # than the file holds); -1: the same as ``frames``
+    exact_length: bool = True     # False where the count is an estimate (MP3 without a Xing header)
 
     @property
     def duration_seconds(self) -> float:
         return self.frames / self.original_sample_rate
+
+    @property
+    def declared_duration_seconds(self) -> float:
+        return max(self.frames, self.declared_frames) / self.original_sample_rate
+
+    def is_truncated(self, decoded_frames: int) -> bool:
+        """The file decoded to fewer frames than its header claims. Where the header's count is
+        an estimate (MPEG), a shortfall within one MPEG frame or 1% is not counted."""
+        declared = max(self.frames, self.declared_frames)
+        slack = 0 if self.exact_length else max(1152, declared // 100)
+        return decoded_frames < declared - slack
+
+
+# Formats whose frame count libsndfile reads from the file's own structure, not an estimate.
+_ESTIMATED_LENGTH_FORMATS = frozenset({"MPEG"})
+# A WAV data chunk size that means "unknown" (streamed writers): no claim.
+_UNKNOWN_WAV_SIZES = frozenset({0, 0xFFFFFFFF})
+
+
+def wav_declared_frames(head: bytes) -> int | None:
+    """Frames a RIFF/WAVE file's ``data`` chunk claims, from its first bytes; None when the head
+    is not a WAV, holds no data chunk header, or says the size is unknown. libsndfile clamps its
+    count to what the file holds, so a WAV cut short reports no shortfall on its own."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at, block_align = 12, None
+    while at + 8 <= len(head):
+        chunk, size = head[at:at + 4], struct.unpack_from("<I", head, at + 4)[0]
+        if chunk == b"fmt " and at + 8 + 14 <= len(head):
+            block_align = struct.unpack_from("<H", head, at + 8 + 12)[0]
+        elif chunk == b"data":
+            if not block_align or size in _UNKNOWN_WAV_SIZES:
+                return None
+            return size // block_align
+        at += 8 + size + (size & 1)
+    return None
 
 
 def open_sound(source: BinaryIO | str) -> soundfile.SoundFile:
@@ -80,7 +120,29 @@ def check_header(sound: soundfile.SoundFile, max_duration_seconds: float | None 
         raise AudioDecodeError(
             "decode", f"declared duration {frames / rate:.1f} s exceeds --max_duration_seconds "
                       f"{max_duration_seconds:g}")
-    return AudioHeader(original_sample_rate=int(rate), channels=int(channels), frames=int(frames))
+    return AudioHeader(original_sample_rate=int(rate), channels=int(channels), frames=int(frames),
+                       exact_length=sound.format not in _ESTIMATED_LENGTH_FORMATS)
+
+
+def read_head(source: BinaryIO | str, size: int = 1 << 16) -> bytes:
+    """The first ``size`` bytes of a path or seekable file object, leaving its position as it was."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                return f.read(size)
+        position = source.tell()
+        try:
+            return source.read(size)
+        finally:
+            source.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return b""
+
+
+def with_declared_length(header: AudioHeader, head: bytes) -> AudioHeader:
+    """The header with what a WAV's data chunk claims (libsndfile's count is clamped)."""
+    claimed = wav_declared_frames(head)
+    return header if claimed is None else replace(header, declared_frames=claimed)
 
 
 def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,

@@ -9,30 +9,35 @@ Which windows a file gets (N = samples after resampling, W = window, H = hop;
 :func:`plan_windows` is the closed form, :class:`WindowedAudio` streams the same)::
 
     full windows     k = 0, 1, ...  while k*H + W <= N:  samples [k*H, k*H + W)
-    one tail window  if samples after the last full window's end remain, the next
-                     hop position K*H starts one more window holding [K*H, N),
-                     padded as AST pads a short clip (fbank of the samples that
-                     exist, zero frames up to max_length, then normalisation)
+    last window      if samples after the last full window's end remain, one more
+                     window [N - W, N): end-aligned, it ends at the file's end and
+                     overlaps its predecessor, so it too is full of real audio
+    short file       N < W: one window [0, N), padded as AST pads a short clip
+                     (fbank of the samples that exist, zero frames up to
+                     max_length, then normalisation)
 
-* A file shorter than one window is one (padded) window.
+* Every window of a file at least one window long holds W samples of real audio:
+  the model never sees a tail of a few frames followed by padding (far from
+  anything AST was trained on), and that tail never votes in the clip's labels
+  with a mostly-padding window. The price: the end-aligned window re-scores up to
+  W - 1 samples its predecessor scored (with ``--aggregate mean`` that audio
+  counts twice).
+* Only a file shorter than one window is padded.
 * A file shorter than one 25 ms fbank frame (400 samples at 16 kHz, after
   resampling) cannot be featurised: :class:`~transforms.audio.fbank.WaveformTooShortError`
   (the pipeline records it with stage ``features``).
-* The tail window is only emitted when it holds at least one frame (400
-  samples). With no overlap (H = W) it starts exactly where the covered audio
-  ends, so a tail shorter than 25 ms is dropped: at most 399 samples (24.9 ms) at
-  the very end of the file are left unlabelled, and the clip is labelled from its
-  full windows. With overlap (H <= W - 400 samples, e.g. 50%) the tail window
-  also holds the W - H samples the previous window already covered, so it always
-  has enough samples and the tail is always covered.
+* Nothing at the end of a file is left out: any sample after the last full
+  window's end, even one, gets the end-aligned window.
 * No window starts inside audio that earlier windows already cover completely:
   with 50% hop a 95 s file gets 17 full windows (0-10.24 ... 81.92-92.16 s) and
-  one tail window 87.04-95.0 s, not a further 92.16-95.0 s one.
+  one end-aligned window 84.76-95.0 s.
 
 Timestamps are in the source's timeline: resampling keeps time (soxr's output
 sample n lies at n / rate seconds of the input), so a window's start is
 ``start_sample / rate`` and its end ``stop_sample / rate``, where ``stop_sample``
-is the last sample the window really holds (the padding is not counted).
+is one past the last sample the window really holds (the padding of a short file is not
+counted). The end-aligned last window starts at ``(N - W) / rate``, which need not be a
+multiple of the hop.
 As in AST itself (Kaldi snip_edges), the last ``(n - 400) % 160`` samples of a
 window of n samples fall in no frame: 80 samples (5 ms) of every full window.
 
@@ -53,7 +58,8 @@ import soundfile
 import soxr
 from soundfile import _ffi, _snd
 
-from transforms.audio.audio_decode import AudioDecodeError, AudioHeader, check_header, open_sound, to_mono
+from transforms.audio.audio_decode import (AudioDecodeError, AudioHeader, check_header, open_sound, read_head,
+                                           to_mono, with_declared_length)
 from transforms.audio.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
                               ast_input_features)
 
@@ -102,19 +108,18 @@ def plan_windows(num_samples: int, geometry: WindowGeometry) -> list[tuple[int, 
     """(start, stop) sample ranges of the windows of a signal of ``num_samples`` samples.
 
     The closed form of the rule in the module docstring; :class:`WindowedAudio` emits the same
-    windows without knowing ``num_samples`` in advance. A first window shorter than
+    windows without knowing ``num_samples`` in advance. A (short) first window shorter than
     ``geometry.min_samples`` is still listed: it is the features step that refuses it.
     """
     if num_samples <= 0:
         return []
     w, h = geometry.window_samples, geometry.hop_samples
-    full = 1 + (num_samples - w) // h if num_samples >= w else 0
+    if num_samples < w:
+        return [(0, num_samples)]
+    full = 1 + (num_samples - w) // h
     windows = [(k * h, k * h + w) for k in range(full)]
-    covered = windows[-1][1] if windows else 0
-    if num_samples > covered:
-        start = full * h
-        if not windows or num_samples - start >= geometry.min_samples:
-            windows.append((start, num_samples))
+    if num_samples > windows[-1][1]:
+        windows.append((num_samples - w, num_samples))
     return windows
 
 
@@ -138,14 +143,16 @@ class Window:
 class _Windower:
     """Accumulates a sample stream and cuts it by the rule of :func:`plan_windows`.
 
-    Holds at most one window plus one pushed chunk: samples before the next window's start
-    are dropped as soon as a window is cut.
+    Holds at most one window plus one pushed chunk: after each push only the samples from
+    the next window's start, or the last W samples if those start earlier (the end-aligned
+    last window may need them), are kept.
     """
 
     def __init__(self, geometry: WindowGeometry):
         self._g = geometry
         self._buffer = np.zeros(0, np.float32)
-        self._start = 0       # absolute index of self._buffer[0] = start of the next window
+        self._offset = 0      # absolute index of self._buffer[0]
+        self._next = 0        # absolute start of the next full window
         self._index = 0
         self._covered = 0     # end of the last full window
 
@@ -154,20 +161,27 @@ class _Windower:
         view that is only valid until the next call."""
         self._buffer = np.concatenate((self._buffer, chunk)) if self._buffer.size else chunk
         w, h = self._g.window_samples, self._g.hop_samples
-        while self._buffer.shape[0] >= w:
-            yield self._index, self._start, self._start + w, self._buffer[:w]
-            self._covered = self._start + w
-            self._buffer = self._buffer[h:]
-            self._start += h
+        end = self._offset + self._buffer.shape[0]
+        while end - self._next >= w:
+            at = self._next - self._offset
+            yield self._index, self._next, self._next + w, self._buffer[at:at + w]
+            self._covered = self._next + w
+            self._next += h
             self._index += 1
+        keep = max(self._offset, min(self._next, end - w))
+        self._buffer = self._buffer[keep - self._offset:]
+        self._offset = keep
 
     def finish(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
-        """The tail window, if the rule gives one."""
-        end = self._start + self._buffer.shape[0]
-        # With no window yet, the whole (short) signal is the window even if it is empty after
-        # resampling: the features step then refuses it as too short, never silently.
-        if self._index == 0 or (end > self._covered and self._buffer.shape[0] >= self._g.min_samples):
-            yield self._index, self._start, end, self._buffer
+        """The last window, if the rule gives one: end-aligned, or the whole of a short file."""
+        end = self._offset + self._buffer.shape[0]
+        w = self._g.window_samples
+        if self._index == 0:
+            # The whole (short) signal is the window even if it is empty after resampling: the
+            # features step then refuses it as too short, never silently.
+            yield 0, 0, end, self._buffer
+        elif end > self._covered:
+            yield self._index, end - w, end, self._buffer[self._buffer.shape[0] - w:]
         self._buffer = np.zeros(0, np.float32)
 
 
@@ -188,9 +202,10 @@ def _read_frames(sound: soundfile.SoundFile, out: np.ndarray) -> int:
 
 
 def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_rate: int,
-                      block_frames: int, max_duration_seconds: float | None) -> Iterator[np.ndarray]:
+                      block_frames: int, max_duration_seconds: float | None,
+                      decoded: list[int]) -> Iterator[np.ndarray]:
     """Mono float32 chunks at ``target_rate`` (each a new array), read ``block_frames`` source
-    frames at a time.
+    frames at a time. ``decoded[0]`` counts the source frames decoded so far.
 
     Applies decode_audio's data guards block by block: corrupt data, NaN/Inf, no frames at all,
     and the duration limit again on what is actually decoded (a header can understate it).
@@ -223,6 +238,7 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
             raise AudioDecodeError("decode", f"audio contains NaN or infinite samples "
                                              f"(between {read / rate:.2f} s and {(read + n) / rate:.2f} s)")
         read += n
+        decoded[0] = read
         if limit is not None and read > limit:
             raise AudioDecodeError("decode", f"decoded duration exceeds --max_duration_seconds "
                                              f"{max_duration_seconds:g}")
@@ -259,16 +275,33 @@ class WindowedAudio:
         self._features = features
         self._max_duration = max_duration_seconds
         self._block_frames = block_frames
+        head = read_head(source)
         self._sound = open_sound(source)
         try:
-            self.header: AudioHeader = check_header(self._sound, max_duration_seconds)
+            self.header: AudioHeader = with_declared_length(check_header(self._sound, max_duration_seconds), head)
         except BaseException:
             self._sound.close()
             raise
         self.num_windows = 0
         self.num_samples = 0
+        self._decoded = [0]   # source frames decoded (at the file's own rate)
         self.peak = 0.0   # largest |sample| seen, to flag digital silence
         self._started = False
+
+    @property
+    def decoded_frames(self) -> int:
+        """Source frames decoded so far (all of them once iteration has ended)."""
+        return self._decoded[0]
+
+    @property
+    def decoded_seconds(self) -> float:
+        """The duration actually decoded: after iteration, the file's real duration."""
+        return self._decoded[0] / self.header.original_sample_rate
+
+    @property
+    def truncated(self) -> bool:
+        """After iteration: the file decoded to less audio than its header claims."""
+        return self.header.is_truncated(self._decoded[0])
 
     def __enter__(self) -> "WindowedAudio":
         return self
@@ -285,7 +318,7 @@ class WindowedAudio:
         self._started = True
         windower = _Windower(self.geometry)
         for chunk in _resampled_blocks(self._sound, self.header, self.geometry.sample_rate,
-                                       self._block_frames, self._max_duration):
+                                       self._block_frames, self._max_duration, self._decoded):
             self.num_samples += chunk.shape[0]
             if chunk.size:
                 self.peak = max(self.peak, float(np.abs(chunk).max()))

@@ -4,9 +4,9 @@ A shard (``.tar``, ``.tar.gz``, ``.tgz``) is read front to back with tarfile's
 stream mode over a file object: never downloaded whole, never extracted. Plain
 and gzip tars are told apart by their first bytes, whatever the name; bzip2, xz
 and zstd content is refused (a shard error), since those decompressors hand
-out all a block holds at once. Memory holds one WebDataset sample (the members
-sharing a key) at a time, so the reader's footprint is that of the largest
-sample, not of the shard.
+out all a block holds at once. Audio members are yielded as they are read, so
+memory holds a few members, not the shard nor a whole sample (the members sharing
+a key: ``spk01.utt001.wav``, ``spk01.utt002.wav``, ... are all one sample ``spk01``).
 
 Member rules (WebDataset's): a member's *key* is its name up to the first dot of
 its basename (``a/b/000123.seg.flac`` -> key ``a/b/000123``), its *extension*
@@ -14,23 +14,49 @@ what follows that dot; consecutive members sharing a key form a sample.
 
 * audio member (final suffix in AUDIO_EXTENSIONS): one clip; its bytes are read
   and yielded as a :class:`ShardClip` with ``member_name`` as identity.
-* sidecar (extension exactly ``json``): its JSON becomes ``meta`` of every audio
-  clip of the same sample. Invalid or oversized JSON is counted and dropped
-  (``meta`` stays null); the audio is still labelled.
+* sidecar (extension exactly ``json``): its JSON becomes ``meta`` of the audio
+  clips of the same sample (the rule below says which). Invalid or oversized JSON
+  is counted and dropped (``meta`` stays null); the audio is still labelled.
 * anything else (``.txt``, ``.cls``, ``.jpg``, ``x.meta.json``, directories,
   links, devices): skipped unread and counted in ``ShardStats.ignored`` - it is
   not an input clip, so it gets no row in either table.
+
+When an audio member is yielded (the sidecar may come before or after it)
+--------------------------------------------------------------------------
+WebDataset writers put a sample's members together, sorted by extension
+(webdataset's TarWriter, ``tar --sort=name``): ``x.json`` comes before
+``x.wav`` but after ``x.flac``. So an audio member is yielded
+
+1. at once, with the sidecar's meta, when its sample's ``.json`` was already read;
+2. else it is held until the sidecar cannot come any more, and yielded then: when
+   the sidecar arrives (with its meta), when the key changes or the shard ends, or
+   when a member of the sample sorting after ``json`` is read (in sorted order the
+   sidecar would have come before it). Whatever the order, a held member waits at
+   least for the next member, so a sidecar written right after its audio (an
+   unsorted ``x.wav``, ``x.json``) is still applied.
+
+A key shared by many audio members that sort after ``json`` (``spk01.utt001.wav``,
+...) thus holds at most one member at a time. Members sorting before ``json``
+(``rec.0001.flac``, ``rec.0002.flac``, ... ``rec.json``) are held until the
+sidecar or the sample's end; the audio bytes held for one sample are bounded by
+``max_sample_bytes`` (``--max_sample_bytes``): a member that would take them past
+it is not read and becomes a :class:`MemberProblem` (``SampleTooLarge``), and a
+single audio member larger than it is one too (``MemberTooLarge``). A sidecar that
+arrives after some of its sample's audio was yielded without it (an unsorted
+shard) applies to the sample's later audio only and is counted
+(``ShardStats.sidecars_late``).
 
 Member names are identifiers only: nothing is ever written to disk, so absolute
 names or ``..`` components are harmless and kept verbatim.
 
 A second audio member with a name already seen in the shard, or one larger than
-``max_member_bytes``, is yielded as a :class:`MemberProblem` (an errors-table
+the limits above, is yielded as a :class:`MemberProblem` (an errors-table
 row for that member). A transient storage error mid-stream re-opens the shard
-and resumes at the first sample not yet yielded; a permanent one (corrupt or
+and resumes at the first member of the sample being read (to read its sidecar
+again), skipping the members already yielded; a permanent one (corrupt or
 truncated data) raises :class:`ShardReadError` saying after which member and
 at which offset reading stopped; what was yielded before stays yielded, and the
-members of the sample being read that were read in full are yielded before it. A
+held members of the sample being read (read in full) are yielded before it. A
 header cut short or failing its checksum after the first is such an error too
 (tarfile alone would end the archive there quietly), and so is a member whose
 header claims more data than the shard holds (found by reading, never by
@@ -49,6 +75,7 @@ from transforms.io.sources import is_audio_name
 from transforms.io.storage import DEFAULT_POLICY, RetryPolicy, is_transient
 
 MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
+MAX_SAMPLE_BYTES = 256 << 20       # default --max_sample_bytes: audio held for one sample
 MAX_SIDECAR_BYTES = 1 << 20        # 1 MiB of JSON metadata per sample
 _SKIP_CHUNK = 1 << 20              # members not read are skipped in reads of this size
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -78,6 +105,7 @@ class ShardStats:
     ignored: int = 0                 # non-audio, non-sidecar members skipped
     sidecars: int = 0
     sidecars_invalid: int = 0
+    sidecars_late: int = 0           # sidecars read after some of their sample's audio was yielded
     resumed: int = 0                 # transient failures recovered from
     last_member: str | None = None   # last member fully read
     tar_offset: int = 0              # offset in the (uncompressed) tar stream of the next header
@@ -180,26 +208,47 @@ def _canonical_json(data: bytes) -> str | None:
         return None
 
 
+class _Sample:
+    """The WebDataset sample being read: its sidecar, and the audio members held for it."""
+
+    def __init__(self, key: str | None = None):
+        self.key = key
+        self.meta: str | None = None
+        self.meta_seen = False           # its .json member was read (valid or not)
+        self.held: list[tuple[int, str, bytes]] = []   # (member index, name, data)
+        self.held_bytes = 0
+        self.emitted_without_meta = 0    # audio yielded before the sidecar came
+
+    def take(self) -> list[tuple[int, str, bytes]]:
+        held, self.held, self.held_bytes = self.held, [], 0
+        return held
+
+
 class ShardReader:
     """Iterate the audio clips of one shard: ``for item in ShardReader(uri, open_fn): ...``.
 
     ``open_fn`` returns a fresh binary file object positioned at the start of
     the shard (the caller's storage layer retries the open itself). Items are
     :class:`ShardClip` or :class:`MemberProblem`; ``stats`` fills in as it goes.
+    ``max_sample_bytes`` bounds the audio bytes held for one sample (see the module
+    docstring); ``max_member_bytes`` is the hard cap on any one member.
     """
 
     def __init__(self, shard_uri: str, open_fn: Callable[[], BinaryIO],
                  policy: RetryPolicy = DEFAULT_POLICY, max_member_bytes: int = MAX_MEMBER_BYTES,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES):
         self.shard_uri = shard_uri
         self._open = open_fn
         self._policy = policy
-        self._max_member_bytes = max_member_bytes
+        self._max_member_bytes = min(max_member_bytes, max_sample_bytes)
+        self._max_sample_bytes = max_sample_bytes
         self._sleep = sleep
         self.stats = ShardStats()
         self._seen_audio: set[str] = set()
-        self._done_members = 0       # members before the first sample not yet yielded
-        self._pending: tuple = ([], [], None)   # the sample being read when a pass broke
+        self._done_members = 0       # members before the first member of the current sample
+        self._emitted: set[int] = set()   # members of the current sample already yielded
+        self._sample = _Sample()
 
     def __iter__(self) -> Iterator[ShardClip | MemberProblem]:
         failures = 0
@@ -215,9 +264,9 @@ class ShardReader:
             except Exception as e:   # the stream broke: resume if it looks transient
                 failures += 1
                 if not is_transient(e) or failures >= self._policy.attempts:
-                    # Members read in full before the break keep their rows, the last (perhaps
-                    # incomplete) sample's too; a resumed pass would have read that sample again.
-                    yield from self._flush(*self._pending)
+                    # Members read in full before the break keep their rows, those held for the
+                    # last (perhaps incomplete) sample too; a resumed pass would read them again.
+                    yield from self._release(self._sample)
                     raise ShardReadError(self.shard_uri, self.stats, e) from e
                 self.stats.resumed += 1
                 self._sleep(self._policy.delay(failures - 1))
@@ -225,12 +274,8 @@ class ShardReader:
     def _read(self, raw: BinaryIO) -> Iterator[ShardClip | MemberProblem]:
         stats = self.stats
         index = 0
-        key = None
-        audio: list[tuple[str, bytes]] = []
-        problems: list[MemberProblem] = []
-        meta: str | None = None
+        sample = self._sample = _Sample()
         stats.bytes_read = 0          # this pass starts at byte 0 of the shard
-        self._pending = ([], [], None)
         tar = _open_tar(_CountingReader(raw, stats))
         try:
             while True:
@@ -241,56 +286,91 @@ class ShardReader:
                 if member is None:
                     break
                 index += 1
-                if index <= self._done_members:   # resuming: this sample was yielded already
+                if index <= self._done_members:   # resuming: this sample was finished already
                     continue
                 fresh = index > stats.members     # counted on the first pass only
                 stats.members = max(stats.members, index)
                 member_key, ext = webdataset_key(member.name)
-                if member_key != key:
-                    yield from self._flush(audio, problems, meta)
-                    self._done_members = index - 1
-                    key, audio, problems, meta = member_key, [], [], None
-                if not member.isfile():   # directories, links, devices
+                if member_key != sample.key:
+                    yield from self._release(sample)
+                    if index - 1 > self._done_members:   # a new sample, not a resumed pass's first
+                        self._done_members = index - 1
+                        self._emitted.clear()
+                    sample = self._sample = _Sample(member_key)
+                elif ext != "json" and not ext < "json":
+                    # A member sorting after "json": in WebDataset's order (a sample's members
+                    # sorted by extension) the sidecar can no longer come for what is held.
+                    yield from self._release(sample)
+                if index in self._emitted:        # resuming: yielded before the break
+                    pass
+                elif not member.isfile():   # directories, links, devices
                     stats.ignored += fresh
                 elif is_audio_name(member.name):
                     stats.audio += fresh
-                    problem = self._check_audio(member, audio)
-                    if problem:
-                        problems.append(problem)
-                    else:
-                        audio.append((member.name, tar.extractfile(member).read()))
+                    yield from self._audio(tar, member, index, sample)
                 elif ext == "json":
                     stats.sidecars += fresh
-                    meta = (_canonical_json(tar.extractfile(member).read())
-                            if member.size <= MAX_SIDECAR_BYTES else None)
-                    if fresh and meta is None:
+                    sample.meta = (_canonical_json(tar.extractfile(member).read())
+                                   if member.size <= MAX_SIDECAR_BYTES else None)
+                    sample.meta_seen = True
+                    if fresh and sample.meta is None:
                         stats.sidecars_invalid += 1
+                    if fresh and sample.emitted_without_meta:
+                        stats.sidecars_late += 1
+                    yield from self._release(sample)
                 else:
                     stats.ignored += fresh
                 stats.last_member = member.name
                 stats.tar_offset = member.offset_data + _padded(member.size)
-            yield from self._flush(audio, problems, meta)
+            yield from self._release(sample)
             self._done_members = index
-        except Exception:
-            self._pending = (audio, problems, meta)
-            raise
         finally:
             tar.close()
 
-    def _check_audio(self, member: tarfile.TarInfo, pending) -> MemberProblem | None:
-        if member.name in self._seen_audio or any(member.name == name for name, _ in pending):
+    def _audio(self, tar: tarfile.TarFile, member: tarfile.TarInfo, index: int,
+               sample: _Sample) -> Iterator[ShardClip | MemberProblem]:
+        """Yield the member at once when its sample's sidecar was read, else hold it (bounded)."""
+        problem = self._check_audio(member, sample)
+        if problem is None and not sample.meta_seen and \
+                sample.held_bytes + member.size > self._max_sample_bytes:
+            problem = MemberProblem(
+                member.name, "SampleTooLarge",
+                f"sample {sample.key!r} already holds {sample.held_bytes} bytes of audio waiting for its "
+                f".json sidecar (its members sort before 'json'); this member's {member.size} bytes "
+                f"would take it past --max_sample_bytes {self._max_sample_bytes}")
+        if problem is not None:
+            self._emitted.add(index)
+            yield problem
+            return
+        data = tar.extractfile(member).read()
+        if sample.meta_seen:
+            self._emitted.add(index)
+            self._seen_audio.add(member.name)
+            yield ShardClip(member_name=member.name, data=data, meta=sample.meta)
+            return
+        sample.held.append((index, member.name, data))
+        sample.held_bytes += len(data)
+
+    def _release(self, sample: _Sample) -> Iterator[ShardClip]:
+        """The held clips, with the sample's sidecar if it was read."""
+        for index, name, data in sample.take():
+            self._emitted.add(index)
+            self._seen_audio.add(name)
+            if not sample.meta_seen:
+                sample.emitted_without_meta += 1
+            yield ShardClip(member_name=name, data=data, meta=sample.meta)
+
+    def _check_audio(self, member: tarfile.TarInfo, sample: _Sample) -> MemberProblem | None:
+        if member.name in self._seen_audio or any(member.name == name for _, name, _ in sample.held):
             return MemberProblem(member.name, "DuplicateMember",
                                  f"a member named {member.name!r} already appeared in this shard")
         if member.size > self._max_member_bytes:
+            which = ("--max_sample_bytes" if self._max_member_bytes == self._max_sample_bytes
+                     else "the largest member read")
             return MemberProblem(member.name, "MemberTooLarge",
-                                 f"member is {member.size} bytes; the limit is {self._max_member_bytes}")
+                                 f"member is {member.size} bytes; the limit is {self._max_member_bytes} "
+                                 f"({which})")
         return None
-
-    def _flush(self, audio, problems, meta) -> Iterator[ShardClip | MemberProblem]:
-        for name, data in audio:
-            self._seen_audio.add(name)
-            yield ShardClip(member_name=name, data=data, meta=meta)
-        yield from problems
 
 
 def _padded(size: int) -> int:

@@ -38,6 +38,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 
+from transforms.io.url_secrets import scrub_text
+
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -115,7 +117,8 @@ def retry(fn: Callable[[], T], what: str, policy: RetryPolicy = DEFAULT_POLICY,
                 raise
             pause = policy.delay(attempt)
             _LOG.warning("transient storage error on %s (%s: %s); retry %d of %d in %.2f s",
-                         what, type(e).__name__, e, attempt + 1, policy.attempts - 1, pause)
+                         scrub_text(what), type(e).__name__, scrub_text(str(e)), attempt + 1,
+                         policy.attempts - 1, pause)
             sleep(pause)
     raise AssertionError("unreachable")
 
@@ -203,21 +206,39 @@ def hide_in_logs(values: set[str]) -> set[str]:
     :data:`LOG_REDACTED`, whatever logger or handler. Needed because third-party DEBUG logging
     prints them: botocore logs each request's headers, whose ``Authorization`` names the access
     key id. Returns the values that were not hidden already (for :func:`unhide_in_logs`)."""
-    global _factory_installed
     added = {v for v in values if len(v) >= _MIN_HIDDEN_CHARS} - _HIDDEN
     _HIDDEN.update(added)
-    if added and not _factory_installed:
-        make_record = logging.getLogRecordFactory()
-
-        def scrubbing_factory(*args, **kwargs):
-            record = make_record(*args, **kwargs)
-            if _HIDDEN:
-                _scrub(record)
-            return record
-
-        logging.setLogRecordFactory(scrubbing_factory)
-        _factory_installed = True
+    if added:
+        _install_scrubbing_factory()
     return added
+
+
+def scrub_urls_in_logs() -> None:
+    """From now on, every log record this process makes has the signature/token parameters of
+    http(s) URLs removed (transforms/io/url_secrets.py): fsspec/aiohttp errors and retries name
+    the URL they failed on, presigned query string included."""
+    global _scrub_urls
+    _scrub_urls = True
+    _install_scrubbing_factory()
+
+
+_scrub_urls = False
+
+
+def _install_scrubbing_factory() -> None:
+    global _factory_installed
+    if _factory_installed:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def scrubbing_factory(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        if _HIDDEN or _scrub_urls:
+            _scrub(record)
+        return record
+
+    logging.setLogRecordFactory(scrubbing_factory)
+    _factory_installed = True
 
 
 def unhide_in_logs(values: set[str]) -> None:
@@ -227,7 +248,11 @@ def unhide_in_logs(values: set[str]) -> None:
 def _redact_text(text: str) -> str:
     for value in sorted(_HIDDEN, key=len, reverse=True):
         text = text.replace(value, LOG_REDACTED)
-    return text
+    return scrub_text(text) if _scrub_urls else text
+
+
+def _needs_redaction(text: str) -> bool:
+    return any(value in text for value in _HIDDEN) or (_scrub_urls and scrub_text(text) != text)
 
 
 def _scrub(record: logging.LogRecord) -> None:
@@ -235,11 +260,11 @@ def _scrub(record: logging.LogRecord) -> None:
         message = record.getMessage()
     except Exception:   # a malformed record: logging reports it when it is emitted
         return
-    if any(value in message for value in _HIDDEN):
+    if _needs_redaction(message):
         record.msg, record.args = _redact_text(message), ()
     if record.exc_info:
         text = logging.Formatter().formatException(record.exc_info)
-        if any(value in text for value in _HIDDEN):
+        if _needs_redaction(text):
             record.exc_text = _redact_text(text)
 
 
@@ -279,6 +304,7 @@ class Storage:
     """
 
     def __init__(self, storage_options: dict | None = None, policy: RetryPolicy = DEFAULT_POLICY):
+        scrub_urls_in_logs()   # every process that opens storage keeps presigned queries out of logs
         self._options = storage_options or {}
         self.policy = policy
         self._filesystems: dict[str, Any] = {}

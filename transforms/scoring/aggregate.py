@@ -7,7 +7,8 @@ the clip's top-k labels are taken from the aggregated vector:
 
 * ``max``  (default): a class scores as high as its best window. Suits long recordings, where an
   event that occupies one window out of hundreds should still label the file.
-* ``mean``: the unweighted mean over windows (the padded tail window counts as one window).
+* ``mean``: the unweighted mean over windows (the end-aligned last window counts as one window,
+  so audio it shares with its predecessor weighs twice).
 
 Partial failure rule: a clip is labelled only when every one of its windows was decoded and
 scored. If decoding fails part-way through the file (corrupt data, NaN samples, ...) the clip

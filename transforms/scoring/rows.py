@@ -1,9 +1,13 @@
-"""Build table rows (dicts matching schemas/tables.py) from pipeline values."""
+"""Build table rows (dicts matching schemas/tables.py) from pipeline values.
+
+Every URI and message goes through scrub_url/scrub_text on its way into a row: the pipeline
+reads presigned URLs as given, but their signatures and tokens are never recorded."""
 from __future__ import annotations
 
 import datetime
 
 from transforms.elements import ClipInfo, InputError, WindowScores
+from transforms.io.url_secrets import scrub_text, scrub_url
 
 
 def utc_now() -> datetime.datetime:
@@ -14,13 +18,15 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
              model_sha256: str, run_id: str, num_windows: int, aggregation: str,
              silent: bool = False) -> dict:
     return {
-        "clip_id": clip.clip_id,
-        "source_uri": clip.source_uri,
-        "shard_uri": clip.shard_uri,
+        "clip_id": scrub_url(clip.clip_id),
+        "source_uri": scrub_url(clip.source_uri),
+        "shard_uri": scrub_url(clip.shard_uri),
         "member_name": clip.member_name,
         "meta": clip.meta,
         "source_version": clip.source_version,
         "duration_seconds": clip.duration_seconds,
+        "declared_duration_seconds": clip.declared_duration_seconds,
+        "truncated": clip.truncated,
         "original_sample_rate": clip.original_sample_rate,
         "channels": clip.channels,
         "labels": labels,
@@ -37,8 +43,8 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
 
 def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id: str) -> dict:
     return {
-        "clip_id": clip.clip_id,
-        "source_uri": clip.source_uri,
+        "clip_id": scrub_url(clip.clip_id),
+        "source_uri": scrub_url(clip.source_uri),
         "window_index": window.window_index,
         "start_seconds": window.start_seconds,
         "end_seconds": window.end_seconds,
@@ -49,13 +55,13 @@ def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id
 
 def error_row(error: InputError, run_id: str) -> dict:
     return {
-        "source_uri": error.source_uri,
-        "clip_id": error.clip_id,
-        "shard_uri": error.shard_uri,
+        "source_uri": scrub_url(error.source_uri),
+        "clip_id": scrub_url(error.clip_id),
+        "shard_uri": scrub_url(error.shard_uri),
         "member_name": error.member_name,
         "stage": error.stage,
         "error_type": error.error_type,
-        "message": error.message,
+        "message": scrub_text(error.message),
         "run_id": run_id,
         "recorded_at": utc_now(),
     }

@@ -1,0 +1,53 @@
+"""Keep signatures and tokens in URL query strings out of everything a run records. Beam-free.
+
+A presigned or SAS URL carries its credential in the query string
+(``?X-Amz-Signature=...&X-Amz-Credential=...``, ``?sig=...``, ``?token=...``). The pipeline
+reads the real URL, but what it records - clip ids, ``source_uri``, the manifest, error
+messages and log lines - goes through :func:`scrub_url` / :func:`scrub_text`, which drop
+every query parameter whose name looks like a credential and keep the others, in order and
+spelled as they were. Dropping (rather than masking) the parameters also keeps a clip id
+stable when the same object is presigned again the next night.
+
+Only ``http(s)://`` URLs are touched: elsewhere (``s3://b/what?.wav``, local paths) a ``?``
+is part of the name, not a query.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+__all__ = ["is_secret_parameter", "scrub_url", "scrub_text"]
+
+# Parameter names (case-insensitive) that carry or describe a credential: AWS SigV4/SigV2
+# (X-Amz-*, Signature, AWSAccessKeyId), Google (X-Goog-*, GoogleAccessId), Azure SAS (sig),
+# CloudFront (Signature, Key-Pair-Id, Policy), and the generic token/key/secret/auth family.
+_SECRET_PARAMETER = re.compile(
+    r"^(x-amz-|x-goog-)|^(sig|signature|policy|googleaccessid)$|token|key|credential|secret|passw|auth",
+    re.IGNORECASE)
+# An http(s) URL inside free text; stops at whitespace, quotes and angle brackets.
+_HTTP_URL = re.compile(r"https?://[^\s'\"<>`]+", re.IGNORECASE)
+
+
+def is_secret_parameter(name: str) -> bool:
+    return bool(_SECRET_PARAMETER.search(unquote(name).strip()))
+
+
+def _scrub_one(url: str) -> str:
+    head, question, rest = url.partition("?")
+    if not question:
+        return url
+    query, hash_, fragment = rest.partition("#")
+    kept = [part for part in query.split("&") if part and not is_secret_parameter(part.split("=", 1)[0])]
+    return head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with the credential parameters of every http(s) URL in it removed."""
+    if not text or "?" not in text:
+        return text
+    return _HTTP_URL.sub(lambda m: _scrub_one(m.group(0)), text)
+
+
+def scrub_url(url: str | None) -> str | None:
+    """One URI as it may be recorded (clip id, source_uri, manifest); None stays None."""
+    return None if url is None else scrub_text(url)
