@@ -47,6 +47,9 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError("--model is required (an AST checkpoint directory)")
     if opts.device == "cpu" and opts.precision != "fp32":
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
+    if opts.emit_embeddings == "float16":
+        raise UsageError("--emit_embeddings float16 is no longer offered: Spark cannot read Parquet's "
+                         "FLOAT16 type; embeddings are stored as float32 (--emit_embeddings)")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
 

@@ -57,9 +57,11 @@ class LabelAudioOptions(PipelineOptions):
                             help="Each worker logs a progress line at most this often.")
         parser.add_argument("--emit_scores", action="store_true",
                             help="Add the full score vector (label-index order) to clips and segments.")
-        parser.add_argument("--emit_embeddings", default=None, choices=["float16", "float32"],
-                            help="Add the model's pooled embedding to segments, and its mean over "
-                                 "windows to clips, in this precision.")
+        parser.add_argument("--emit_embeddings", nargs="?", const="float32", default=None,
+                            choices=["float32", "float16"],
+                            help="Add the model's pooled embedding (float32) to segments, and its mean "
+                                 "over windows to clips. 'float16' is refused: Spark cannot read "
+                                 "Parquet's FLOAT16 type.")
         parser.add_argument("--hop_seconds", type=float, default=None,
                             help="Files are labelled in windows of the model's input length "
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "
