@@ -37,7 +37,7 @@ def runs(tiny_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def spark():
     if shutil.which("java") is None:
-        pytest.fail("Java is needed for the Spark reader (Debian: openjdk-17-jre-headless; .ci/run installs it)")
+        pytest.fail("the Spark reader tests need Java 17+: apt-get install openjdk-17-jre-headless (.ci/run does)")
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[1]").appName("audio-labelling-readers")
