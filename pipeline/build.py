@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.ml.inference.base import RunInference
 
-from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, with_optional_outputs
+from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA
 from transforms.io.checkpoint import CheckpointInfo
 from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
@@ -81,7 +81,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
         | "AssembleClips" >> beam.ParDo(AssembleClips(
             selection, opts.activation, opts.aggregate, checkpoint.model_id, checkpoint.weights_sha256,
-            run_id, emit_scores=opts.emit_scores, embedding_dtype=opts.emit_embeddings)
+            run_id, emit_scores=opts.emit_scores, emit_embeddings=bool(opts.emit_embeddings))
         ).with_outputs("segments", "errors", main="clips"))
     errors = (
         (discovered.errors, clips.errors, assembled.errors)
@@ -89,11 +89,11 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
     assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "clips"),
-        with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
-        file_name_suffix=".parquet")
+        CLIPS_SCHEMA,
+        file_name_suffix=".parquet", use_compliant_nested_type=True)
     assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "segments"),
-        with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
-        file_name_suffix=".parquet")
+        SEGMENTS_SCHEMA,
+        file_name_suffix=".parquet", use_compliant_nested_type=True)
     errors | "WriteErrors" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")
+        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet", use_compliant_nested_type=True)

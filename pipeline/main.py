@@ -49,6 +49,9 @@ def validate(opts: LabelAudioOptions) -> None:
         raise UsageError("--model is required (an AST checkpoint directory)")
     if opts.device == "cpu" and opts.precision != "fp32":
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
+    if opts.emit_embeddings == "float16":
+        raise UsageError("--emit_embeddings float16 is no longer offered: Spark cannot read Parquet's "
+                         "FLOAT16 type; embeddings are stored as float32 (--emit_embeddings)")
     if opts.batch_size < 1 or opts.top_k < 1:
         raise UsageError("--batch_size and --top_k must be at least 1")
     if not 0.0 <= opts.max_error_fraction <= 1.0:
@@ -101,6 +104,20 @@ def _shards_by_worker(result) -> dict[int, int]:
     return spread
 
 
+def _open_iceberg_catalog(opts):
+    """The --iceberg_catalog, opened at launch so a misconfigured catalog fails before any work."""
+    from pipeline.iceberg import IcebergSetupError, open_catalog
+
+    try:
+        return open_catalog(opts.iceberg_catalog, opts.output)
+    except ImportError as e:
+        raise UsageError(f"--iceberg_catalog needs pyiceberg: pip install '.[iceberg]' ({e})") from e
+    except IcebergSetupError as e:
+        raise UsageError(str(e)) from e
+    except ValueError as e:   # pyiceberg's word on an incomplete configuration
+        raise UsageError(f"--iceberg_catalog {opts.iceberg_catalog}: {e}") from e
+
+
 def print_help() -> None:
     import argparse
 
@@ -136,6 +153,7 @@ def run(argv: list[str] | None = None) -> RunSummary:
             checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
         except (CheckpointError, PermissionError) as e:
             raise UsageError(str(e)) from e
+        catalog = _open_iceberg_catalog(opts) if opts.iceberg_catalog else None
         try:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
@@ -174,9 +192,16 @@ def run(argv: list[str] | None = None) -> RunSummary:
         check_error_fraction(summary.counts(), opts.max_error_fraction)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
-        write_manifest(opts.output, run_id,
-                       build_manifest(opts, checkpoint, summary, started, finished, storage.public),
-                       storage.fsspec_options())
+        manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
+        if catalog is not None:
+            from pipeline.iceberg import publish_run
+
+            # Before the manifest: a run whose Iceberg commit failed is not published either.
+            snapshots = publish_run(catalog, opts.iceberg_namespace, opts.output, run_id,
+                                    summary.counts(), storage.fsspec_options())
+            manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
+                                   "snapshots": snapshots}
+        write_manifest(opts.output, run_id, manifest, storage.fsspec_options())
     return summary
 
 

@@ -67,9 +67,11 @@ class LabelAudioOptions(PipelineOptions):
                             help="Each worker logs a progress line at most this often.")
         parser.add_argument("--emit_scores", action="store_true",
                             help="Add the full score vector (label-index order) to clips and segments.")
-        parser.add_argument("--emit_embeddings", default=None, choices=["float16", "float32"],
-                            help="Add the model's pooled embedding to segments, and its mean over "
-                                 "windows to clips, in this precision.")
+        parser.add_argument("--emit_embeddings", nargs="?", const="float32", default=None,
+                            choices=["float32", "float16"],
+                            help="Add the model's pooled embedding (float32) to segments, and its mean "
+                                 "over windows to clips. 'float16' is refused: Spark cannot read "
+                                 "Parquet's FLOAT16 type.")
         parser.add_argument("--hop_seconds", type=float, default=None,
                             help="Files are labelled in windows of the model's input length "
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "
@@ -87,6 +89,15 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"],
                             help="sigmoid for multi-label checkpoints (AudioSet), softmax for "
                                  "single-label ones.")
+        parser.add_argument("--iceberg_catalog", default=None,
+                            help="Also commit each finished run to Apache Iceberg tables <namespace>."
+                                 "{clips,segments,errors} in this pyiceberg catalog (configured in "
+                                 ".pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__* variables; a name with "
+                                 "no configuration is an embedded SQLite catalog under "
+                                 "<output>/_iceberg for a local --output). The files are added in place, "
+                                 "one commit per table per run.")
+        parser.add_argument("--iceberg_namespace", default="audio_labelling",
+                            help="Iceberg namespace of the tables (with --iceberg_catalog).")
         parser.add_argument("--run_id", default=None,
                             help="Run identifier (default: UTC time + random suffix).")
         parser.add_argument("--max_duration_seconds", type=float, default=None,

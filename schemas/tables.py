@@ -10,6 +10,9 @@ import pyarrow as pa
 # 3: clips.silent and clips.source_version; optional scores/embedding columns (with_optional_outputs).
 # 4: clips.duration_seconds is the decoded duration (was: the header's claim); new
 #    clips.declared_duration_seconds (the header's claim) and clips.truncated.
+#    One schema per table whatever the options: clips and segments always carry scores and
+#    embedding (null unless --emit_scores / --emit_embeddings); embeddings are float32 only
+#    (Parquet FLOAT16 is unreadable in Spark).
 SCHEMA_VERSION = "4"
 
 LABEL_SCORE = pa.struct([
@@ -19,6 +22,15 @@ LABEL_SCORE = pa.struct([
 ])
 
 _METADATA = {b"schema_version": SCHEMA_VERSION.encode()}
+
+# Columns filled only when a run asks for them, and null otherwise: present in every file, so
+# runs with and without them share one schema and readers need no schema merging.
+# scores: the full score vector in label-index order (the vocabulary of --label_map when one is
+# given); embedding: the model's pooled output (for a clip, the mean over its windows).
+OPTIONAL_OUTPUTS = (
+    pa.field("scores", pa.list_(pa.float32())),      # --emit_scores
+    pa.field("embedding", pa.list_(pa.float32())),   # --emit_embeddings
+)
 
 CLIPS_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
@@ -41,6 +53,7 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("model_sha256", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("labelled_at", pa.timestamp("us", tz="UTC")),
+    *OPTIONAL_OUTPUTS,
 ], metadata=_METADATA)
 
 # One row per window of every labelled clip (windows of clips that went to the errors table
@@ -53,6 +66,7 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("end_seconds", pa.float64(), nullable=False),
     pa.field("labels", pa.list_(LABEL_SCORE)),
     pa.field("run_id", pa.string(), nullable=False),
+    *OPTIONAL_OUTPUTS,
 ], metadata=_METADATA)
 
 ERRORS_SCHEMA = pa.schema([
@@ -69,18 +83,3 @@ ERRORS_SCHEMA = pa.schema([
 
 TABLES = {"clips": CLIPS_SCHEMA, "segments": SEGMENTS_SCHEMA, "errors": ERRORS_SCHEMA}
 
-
-EMBEDDING_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
-
-
-def with_optional_outputs(schema: pa.Schema, emit_scores: bool, embedding_dtype: str | None) -> pa.Schema:
-    """The clips or segments schema plus the columns a run asked for.
-
-    scores: the full score vector in label-index order (the vocabulary of --label_map when one
-    is given); embedding: the model's pooled output (the mean over windows for a clip).
-    """
-    if emit_scores:
-        schema = schema.append(pa.field("scores", pa.list_(pa.float32())))
-    if embedding_dtype:
-        schema = schema.append(pa.field("embedding", pa.list_(EMBEDDING_DTYPES[embedding_dtype])))
-    return schema

@@ -2,11 +2,13 @@
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.demo_audio import noise, tone, write_audio
-from pipeline.main import run
+from pipeline.main import main, run
+from schemas.tables import CLIPS_SCHEMA, SEGMENTS_SCHEMA
 from transforms.io.checkpoint import inspect_checkpoint
 from transforms.scoring.labels import activate
 from transforms.mindspore_inference import load_runner
@@ -63,3 +65,32 @@ def test_silence_is_labelled_and_flagged(emitted):
     _, clips, _ = emitted
     flags = {os.path.basename(c["source_uri"]): c["silent"] for c in clips}
     assert flags == {"tone.wav": False, "noise_15s.flac": False, "silence.wav": True}
+
+
+def test_one_schema_whatever_the_options(emitted, tiny_checkpoint, tmp_path):
+    """A run without --emit_* writes the same columns, null where not asked for, so readers of
+    several runs need no schema merging."""
+    audio, _, _ = emitted
+    out = str(tmp_path / "plain")
+    run(["--input", os.path.join(audio, "tone.wav"), "--output", out, "--model", tiny_checkpoint,
+         "--run_id", "plain", "--batch_size", "2"])
+    for table, schema in (("clips", CLIPS_SCHEMA), ("segments", SEGMENTS_SCHEMA)):
+        plain = pq.read_table(os.path.join(out, "plain", table))
+        assert plain.schema.equals(schema, check_metadata=False), table
+        assert plain.num_rows > 0
+        assert plain.column("scores").null_count == plain.num_rows
+        assert plain.column("embedding").null_count == plain.num_rows
+
+
+def test_emitted_columns_follow_the_table_schema(emitted):
+    _, clips, segments = emitted
+    assert CLIPS_SCHEMA.field("embedding").type == pa.list_(pa.float32())
+    for row in clips + segments:
+        assert row["scores"] is not None and row["embedding"] is not None
+
+
+def test_float16_embeddings_are_refused_at_launch(tiny_checkpoint, tmp_path, capsys):
+    code = main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--model", tiny_checkpoint,
+                 "--emit_embeddings", "float16"])
+    assert code == 2
+    assert "FLOAT16" in capsys.readouterr().err

@@ -57,7 +57,7 @@ class AssembleClips(beam.DoFn):
 
     def __init__(self, selection: LabelSelection, activation: str, aggregation: str, model_id: str,
                  model_sha256: str, run_id: str, emit_scores: bool = False,
-                 embedding_dtype: str | None = None):
+                 emit_embeddings: bool = False):
         self._selection = selection
         self._activation = activation
         self._aggregation = aggregation
@@ -65,16 +65,13 @@ class AssembleClips(beam.DoFn):
         self._model_sha256 = model_sha256
         self._run_id = run_id
         self._emit_scores = emit_scores
-        self._embedding_dtype = embedding_dtype
+        self._emit_embeddings = emit_embeddings
         self._labelled = beam.metrics.Metrics.counter("audio_labelling", "clips_labelled")
 
     def _optional_columns(self, scores, embedding) -> dict:
-        extra = {}
-        if self._emit_scores:
-            extra["scores"] = self._selection.output_scores(scores).astype("float32")
-        if self._embedding_dtype:
-            extra["embedding"] = embedding.astype(self._embedding_dtype)
-        return extra
+        # Always both keys: a column a run did not ask for is null, never missing.
+        return {"scores": self._selection.output_scores(scores).astype("float32") if self._emit_scores else None,
+                "embedding": embedding.astype("float32") if self._emit_embeddings else None}
 
     def process(self, keyed):
         _, grouped = keyed

@@ -1,0 +1,135 @@
+"""Register a finished run's Parquet files in Apache Iceberg tables (pyiceberg).
+
+One Iceberg table per label table (``<namespace>.clips``, ``.segments``, ``.errors``), partitioned
+by ``run_id``. After a run succeeded, the files the pipeline wrote are added to each table in one
+commit per table: no data passes through the launcher (only Parquet footers are read, for the
+file statistics Iceberg keeps), and readers see a run's rows all at once or not at all. A rerun of
+a run id replaces that run's files in the same commit (an ``overwrite`` snapshot). Each snapshot's
+summary carries the run id and the run's counts.
+
+The catalog is configured the way pyiceberg users already do: ``.pyiceberg.yaml`` or
+``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables (REST, Glue, Hive, SQL...). A name with no
+configuration gets the embedded default, pyiceberg's SQL catalog on a SQLite file, when the output
+is on local disk: ``<output>/_iceberg/catalog.db`` with the table metadata under
+``<output>/_iceberg/warehouse``. For an output on object storage, name a configured catalog (a
+SQLite file must be on a local disk).
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "audio_labelling"
+# Keys of the snapshot summary this project writes (Iceberg keeps them with the snapshot).
+RUN_ID_PROPERTY = "audio-labelling.run-id"
+COUNT_PROPERTY_PREFIX = "audio-labelling."
+
+
+class IcebergSetupError(ValueError):
+    """The catalog cannot be opened or the table does not fit the run's files."""
+
+
+def embedded_catalog_properties(output: str) -> dict[str, str]:
+    """pyiceberg SQL catalog on a SQLite file beside the tables of a local output root."""
+    root = os.path.abspath(os.path.join(output.removeprefix("file://"), "_iceberg"))
+    os.makedirs(os.path.join(root, "warehouse"), exist_ok=True)
+    return {"type": "sql", "uri": f"sqlite:///{root}/catalog.db", "warehouse": f"file://{root}/warehouse"}
+
+
+def open_catalog(name: str, output: str):
+    """The catalog ``name`` as pyiceberg's configuration defines it, else the embedded default."""
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.utils.config import Config
+
+    configured = Config().get_catalog_config(name)   # read now: tests and wrappers set env late
+    if configured:
+        return load_catalog(name, **configured)
+    if "://" in output and not output.startswith("file://"):
+        raise IcebergSetupError(
+            f"--iceberg_catalog {name}: no pyiceberg configuration names this catalog, and the "
+            f"embedded SQLite catalog needs a local --output (got {output}); configure it in "
+            f".pyiceberg.yaml or with PYICEBERG_CATALOG__{name.upper()}__URI=... (and __WAREHOUSE=...)")
+    return load_catalog(name, **embedded_catalog_properties(output))
+
+
+def ensure_table(catalog, namespace: str, table: str, schema: pa.Schema):
+    """The Iceberg table for one label table, created on first use, partitioned by run_id."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    identifier = f"{namespace}.{table}"
+    catalog.create_namespace_if_not_exists(namespace)
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    created = catalog.create_table(identifier, schema=schema.remove_metadata())
+    with created.update_spec() as spec:
+        spec.add_identity("run_id")
+    _LOG.info("created Iceberg table %s", identifier)
+    return catalog.load_table(identifier)
+
+
+def files_with_rows(paths: list[str], storage_options: dict | None = None) -> list[str]:
+    """The paths among ``paths`` whose Parquet footer counts at least one row. Beam writes an
+    empty file for an empty table; Iceberg needs none (and can infer no partition from it)."""
+    kept = []
+    for path in paths:
+        fs, local = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        with fs.open(local, "rb") as f:
+            if pq.ParquetFile(f).metadata.num_rows > 0:
+                kept.append(path)
+    return kept
+
+
+def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | None = None) -> int:
+    """Replace run ``run_id``'s files in ``table`` by ``files``, in one commit. Returns the new
+    snapshot id. ``files``: full URIs of Parquet files holding only this run's rows."""
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.io.pyarrow import parquet_files_to_data_files
+    from pyiceberg.table import TableProperties
+
+    properties = {RUN_ID_PROPERTY: run_id}
+    properties.update({f"{COUNT_PROPERTY_PREFIX}{k}": str(v) for k, v in (counts or {}).items()
+                       if isinstance(v, int)})
+    with table.transaction() as tx:
+        if tx.table_metadata.name_mapping() is None:
+            # Beam's files carry no Iceberg field ids; columns are matched by name.
+            tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING:
+                                 tx.table_metadata.schema().name_mapping.model_dump_json()})
+        earlier = [task.file for task in table.scan(row_filter=EqualTo("run_id", run_id)).plan_files()]
+        with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+            for data_file in earlier:
+                overwrite.delete_data_file(data_file)
+            for data_file in parquet_files_to_data_files(table.io, tx.table_metadata, iter(files)):
+                overwrite.append_data_file(data_file)
+    table.refresh()
+    return table.current_snapshot().snapshot_id
+
+
+def run_files(output: str, run_id: str, table: str, storage_options: dict | None = None) -> list[str]:
+    """Full URIs of the Parquet files a run wrote for one table that hold rows."""
+    fs, root = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{run_id}/{table}", **(storage_options or {}))
+    found = sorted(fs.glob(f"{root}/*.parquet"))
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return files_with_rows([p if local else fs.unstrip_protocol(p) for p in found], storage_options)
+
+
+def publish_run(catalog, namespace: str, output: str, run_id: str, counts: dict[str, int],
+                storage_options: dict | None = None) -> dict[str, int]:
+    """Commit the run's files to every label table's Iceberg table; snapshot id per table."""
+    from schemas.tables import TABLES
+
+    snapshots = {}
+    for table, schema in TABLES.items():
+        iceberg_table = ensure_table(catalog, namespace, table, schema)
+        snapshots[table] = commit_run(iceberg_table, run_id, run_files(output, run_id, table, storage_options),
+                                      counts)
+        _LOG.info("Iceberg %s.%s: run %s committed as snapshot %d", namespace, table, run_id,
+                  snapshots[table])
+    return snapshots
