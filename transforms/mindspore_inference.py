@@ -160,8 +160,13 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
                 _LOG.warning("batch of %d failed; retrying its windows one by one", len(good),
                              exc_info=True)
                 outputs = [self._predict_one(model, batch[i].features) for i in good]
+            first = True
             for i, out in zip(good, outputs):
-                results[i] = out if isinstance(out, Exception) else _scored(batch[i], *out)
+                if not isinstance(out, Exception):
+                    results[i] = _scored(batch[i], *out, opens_batch=first)
+                    first = False
+                else:
+                    results[i] = out
         return [PredictionResult(example=w, inference=r) for w, r in zip(batch, results)]
 
     @staticmethod
@@ -179,7 +184,9 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         return "MindSporeAST"
 
 
-def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray) -> ScoredWindow:
+def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray,
+            opens_batch: bool = False) -> ScoredWindow:
     return ScoredWindow(clip=window.clip, window_index=window.window_index,
                         start_seconds=window.start_seconds, end_seconds=window.end_seconds,
-                        logits=np.asarray(logits, np.float32), pooled=np.asarray(pooled, np.float32))
+                        logits=np.asarray(logits, np.float32), pooled=np.asarray(pooled, np.float32),
+                        opens_batch=opens_batch)
