@@ -113,15 +113,24 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
         if result_view is not None:
             result = result_view(result)
         result.wait_until_finish()
-        summary = RunSummary.read(opts.output, run_id, storage.fsspec_options())
-        summary.check_accounting()
-        if not opts.allow_empty:
-            summary.check_not_empty()
+        summary = summarise_run(opts.output, run_id, storage.fsspec_options(), opts.allow_empty)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
         write_manifest(opts.output, run_id,
                        build_manifest(opts, checkpoint, summary, started, finished, storage.public),
                        storage.fsspec_options())
+    return summary
+
+
+def summarise_run(output: str, run_id: str, storage_options: dict | None = None,
+                  allow_empty: bool = False) -> RunSummary:
+    """The launcher's work after the job: the run's statistics (one small file the pipeline
+    wrote) and the tables' Parquet footers, never the tables: memory independent of the run's
+    size (benchmarks/bench_launcher_memory.py). Raises AccountingError or NothingDiscoveredError."""
+    summary = RunSummary.read(output, run_id, storage_options)
+    summary.check_accounting()
+    if not allow_empty:
+        summary.check_not_empty()
     return summary
 
 
