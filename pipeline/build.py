@@ -11,7 +11,6 @@ windows of different files. Only scores (never features) are grouped per clip.
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.ml.inference.base import RunInference
 
 from schemas.tables import (
@@ -23,8 +22,7 @@ from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
 from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
-from transforms.io.incremental import CLIPS_COLUMNS, previous_entry
-from transforms.read_sources import SHARDS, JoinPrevious, ReadSources
+from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, ReadSources
 from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
 from pipeline.run_layout import shard_stats_prefix, summary_stats_path, table_prefix
 from transforms.io.storage import parse_storage_options
@@ -52,7 +50,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # it is cut, so a worker holds about one batch of features at a time.
     sources = discovered.sources | "SpreadOverWorkers" >> beam.Reshuffle()
     if opts.skip_labelled:
-        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files)
+        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options)
     clips = (
         sources
         | "ReadSources" >> beam.ParDo(ReadSources(storage_options, checkpoint.weights_sha256))
@@ -108,24 +106,18 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
-                   shard_files: tuple[str, ...]):
+                   shard_files: tuple[str, ...], storage_options: dict):
     """SourceRefs -> (SourceRef, PreviousLabelling): a keyed join on the source URI against the
     earlier runs' clips rows and shard records, so each worker holds the history of the sources
     it reads, never the whole archive's (as a side input would, on every worker)."""
-    labelled = (
-        p
-        | "PreviousClipFiles" >> beam.Create(list(clip_files))
-        | "ReadPreviousClips" >> ReadAllFromParquet(columns=CLIPS_COLUMNS)
-        | "PreviousBySource" >> beam.FlatMap(lambda r: [e] if (e := previous_entry(r)) else []))
-    shards = (
-        p
-        | "PreviousShardFiles" >> beam.Create(list(shard_files))
-        | "ReadPreviousShards" >> ReadAllFromParquet()
-        | "CompleteShardReads" >> beam.FlatMap(
-            lambda r: [(r["shard_uri"], (r["source_version"], r["audio_members"]))]
-            if r["complete"] and r["source_version"] else []))
+    def history(name: str, files: tuple[str, ...]):
+        return (p
+                | f"Previous{name}Files" >> beam.Create(list(files))
+                | f"Spread{name}Files" >> beam.Reshuffle()
+                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options)))
+
     return (
         {"source": sources | "BySourceUri" >> beam.Map(lambda s: (s.uri, s)),
-         "labelled": labelled, "shards": shards}
+         "labelled": history("Clips", clip_files), "shards": history("Shards", shard_files)}
         | "JoinPreviousRuns" >> beam.CoGroupByKey()
         | "WithPrevious" >> beam.ParDo(JoinPrevious()))

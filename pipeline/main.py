@@ -114,6 +114,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
             result = result_view(result)
         result.wait_until_finish()
         summary = summarise_run(opts.output, run_id, storage.fsspec_options(), opts.allow_empty)
+        summary.read_scope = storage.environment
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
         write_manifest(opts.output, run_id,

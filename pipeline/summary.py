@@ -8,6 +8,7 @@ callers that want the rows (tests, notebooks); the launcher does not use them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import fsspec
@@ -79,6 +80,9 @@ class RunSummary:
         self.stats = stats
         self.storage_options = storage_options
         self.seconds = seconds               # wall time of the run, launch to publication
+        # Entered around on-demand table reads: the launcher sets its storage settings' scope,
+        # which puts the credentials in place and keeps them out of (botocore's DEBUG) logs.
+        self.read_scope = contextlib.nullcontext
         self._tables: dict[str, pa.Table] = {}
 
     @classmethod
@@ -145,7 +149,8 @@ class RunSummary:
     # Rows on demand (whole tables: for tests and small runs, never used by the launcher).
     def _table(self, name: str) -> pa.Table:
         if name not in self._tables:
-            self._tables[name] = read_table(self.output, self.run_id, name, self.storage_options)
+            with self.read_scope():
+                self._tables[name] = read_table(self.output, self.run_id, name, self.storage_options)
         return self._tables[name]
 
     @property

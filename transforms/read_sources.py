@@ -24,7 +24,8 @@ import os
 import apache_beam as beam
 
 from transforms.elements import ClipSource, InputError
-from transforms.io.incremental import PreviousLabelling, labelling_key
+from transforms.io.incremental import (
+    CLIPS_COLUMNS, PreviousLabelling, iter_parquet_rows, labelling_key, previous_entry)
 from transforms.io.shards import MemberProblem, ShardReader, ShardReadError
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.run_stats import (
@@ -42,6 +43,32 @@ SHARD_BLOCK_SIZE = 4 << 20
 
 def member_clip_id(shard_uri: str, member_name: str) -> str:
     return f"{shard_uri}#{member_name}"
+
+
+class ReadPreviousRuns(beam.DoFn):
+    """A Parquet file of an earlier run -> keyed history entries for the join with this run's
+    sources: ``clips`` files -> (source uri, (member, labelling key)); ``shards`` files (shard
+    statistics) -> (shard uri, (version, audio members)) of complete reads. Streams the file a
+    batch of rows at a time, so a worker's memory does not grow with the history."""
+
+    def __init__(self, kind: str, storage_options: dict | None = None):
+        self._kind = kind
+        self._storage_options = storage_options
+        self._storage = None
+
+    def setup(self):
+        self._storage = Storage(resolve_storage_options(self._storage_options))
+
+    def process(self, uri: str):
+        clips = self._kind == "clips"
+        with self._storage.open(uri) as raw:
+            for row in iter_parquet_rows(raw, CLIPS_COLUMNS if clips else None):
+                if clips:
+                    entry = previous_entry(row)
+                    if entry is not None:
+                        yield entry
+                elif row["complete"] and row["source_version"]:
+                    yield row["shard_uri"], (row["source_version"], row["audio_members"])
 
 
 class JoinPrevious(beam.DoFn):

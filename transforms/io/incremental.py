@@ -9,10 +9,15 @@ weights (SHA-256 of model.safetensors) over the same source version (ETag, or si
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 # Columns of the clips table the join reads.
 CLIPS_COLUMNS = ["clip_id", "shard_uri", "member_name", "source_version", "model_sha256"]
+# Rows turned into Python values at a time: a worker's memory for reading history is one row
+# group's columns (Arrow) plus this many rows, however many rows the file or the history holds.
+HISTORY_BATCH_ROWS = 4096
 
 
 def labelling_key(model_sha256: str | None, source_version: str | None) -> tuple[str, str] | None:
@@ -35,6 +40,16 @@ def previous_entry(row: dict) -> tuple[str, tuple[str | None, tuple[str, str]]] 
     if key is None:
         return None
     return source_key(row), (row.get("member_name") if row.get("shard_uri") else None, key)
+
+
+def iter_parquet_rows(raw: BinaryIO, columns: list[str] | None,
+                      batch_rows: int = HISTORY_BATCH_ROWS) -> Iterator[dict]:
+    """The rows of one Parquet file, ``batch_rows`` at a time (only ``columns``)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(raw)
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        yield from batch.to_pylist()
 
 
 @dataclass
