@@ -13,9 +13,19 @@ fresh launcher process. The history is read by the workers (ReadAllFromParquet) 
 the sources by key (CoGroupByKey), so no worker holds it all; Beam's DirectRunner does that
 shuffle in the launcher's (the runner's) process, as a cluster runner does in its shuffle service.
 
-Printed per size: the workers' peak RSS (ru_maxrss of the launcher's reaped children, the
+Printed per size: the most history entries any one source brought to its worker (a Beam
+distribution metric of the join, read through main.run's result seam), the workers' peak RSS (ru_maxrss of the launcher's reaped children, the
 largest one) and the launcher/runner process's own peak RSS, and the run's counts. Exit status
 1 when the workers' peak at the largest size exceeds the smallest size's by more than --limit_mb.
+
+Measured 2026-11-30 (2 loaded cores): the history any source brought to its worker stayed at 3
+entries for 1 000, 10 000 and 100 000 history rows (a side input would put all of them on every
+worker), but the workers' peak RSS still grew by ~80 MB from 1 000 to 100 000 rows (826 -> 908
+MB), over the 50 MB limit. Not explained yet; a suspect is the DirectRunner's data plane: the
+worker that reads a history file streams every row of it to the runner's shuffle through an
+unbounded send queue, which fills when the runner process (on the same loaded cores) drains it
+slowly. A worker never holds the whole history as a structure, but this RSS figure does not yet
+show flat memory.
 """
 from __future__ import annotations
 
@@ -34,10 +44,16 @@ _LAUNCH = r"""
 import json, resource, sys
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
+from apache_beam.metrics.metric import MetricsFilter
 from pipeline.main import run
-summary = run(sys.argv[1:])
+results = []
+summary = run(sys.argv[1:], result_view=lambda r: results.append(r) or r)
+found = results[0].metrics().query(MetricsFilter().with_name("history_entries_per_source"))["distributions"]
+held = [d.attempted for d in found if d.attempted]
 print(json.dumps({"counts": summary.counts(), "shards_skipped": summary.shards_skipped,
                   "shards_read": summary.shards_read,
+                  "history_entries_max_per_source": max((d.max for d in held), default=0),
+                  "history_entries_joined_to_sources": sum(d.sum for d in held),
                   "launcher_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))
 """

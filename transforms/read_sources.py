@@ -76,12 +76,18 @@ class JoinPrevious(beam.DoFn):
     PreviousLabelling): one source with what earlier runs know about it alone. URIs that only
     earlier runs know (not discovered this time) end here."""
 
+    def __init__(self):
+        # How much history one source brought to its worker (dashboards, benchmarks): bounded by
+        # the source's own members times its earlier labellings, not by the archive's history.
+        self._held = beam.metrics.Metrics.distribution(NAMESPACE, "history_entries_per_source")
+
     def process(self, keyed):
         _, grouped = keyed
         sources = list(grouped["source"])
         if not sources:
             return
         known = PreviousLabelling.of(grouped["labelled"], grouped["shards"])
+        self._held.update(sum(len(keys) for keys in known.labelled.values()))
         for source in sources:   # discovery yields each URI once; more would each be read
             yield source, known
 
