@@ -3,6 +3,7 @@
     discover (files, globs, manifests) -> Reshuffle -> read sources (tar shards streamed)
       -> decode + window + fbank (streaming) -> RunInference -> window scores
       -> CoGroupByKey(clip id) -> clips + segments rows, or an error row -> Parquet
+      + tallies of every stage -> one _stats/summary.json (the run's accounting, as data)
 
 Windows of all files flow through RunInference together, so its batches mix
 windows of different files. Only scores (never features) are grouped per clip.
@@ -10,10 +11,9 @@ windows of different files. Only scores (never features) are grouped per clip.
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.ml.inference.base import RunInference
 
-from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA
+from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, SHARD_STATS_SCHEMA
 from transforms.io.checkpoint import CheckpointInfo
 from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
@@ -21,20 +21,22 @@ from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
 from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
-from transforms.read_sources import ReadSources
+from transforms.io.url_secrets import scrub_url
+from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, ReadSources
+from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
+from pipeline.run_layout import shard_stats_prefix, summary_stats_path, table_prefix
 from transforms.io.storage import parse_storage_options
-
-
-def table_prefix(output: str, run_id: str, table: str) -> str:
-    return f"{output.rstrip('/')}/{run_id}/{table}/part"
 
 
 def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
                    selection: LabelSelection, storage_options: dict | None = None,
-                   previous_clip_files: tuple[str, ...] = ()) -> None:
+                   previous_clip_files: tuple[str, ...] = (),
+                   previous_shard_files: tuple[str, ...] = ()) -> None:
     """``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
-    ``previous_clip_files``: clips-table files of finished earlier runs (--skip_labelled); their
-    clips, labelled by the same weights from the same source version, are skipped."""
+    ``previous_clip_files``/``previous_shard_files``: clips tables and shard statistics of
+    finished earlier runs (--skip_labelled); their clips, labelled the same way
+    (transforms/io/incremental.py labelling_key), are skipped, and so are whole shards all of
+    whose members were."""
     if storage_options is None:
         storage_options = parse_storage_options(getattr(opts, "storage_options", None))
     request = DiscoveryRequest(inputs=tuple(opts.input or ()),
@@ -46,18 +48,14 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # Discovery runs on one worker; the reshuffle spreads files and shards over workers. Reading,
     # decoding, inference and scoring are then fused: each window goes on to batching as soon as
     # it is cut, so a worker holds about one batch of features at a time.
-    labelled = (
-        p
-        | "PreviouslyLabelled" >> beam.Create(list(previous_clip_files))
-        | "ReadPreviousClips" >> ReadAllFromParquet(columns=["clip_id", "source_version", "model_sha256"])
-        | "SameModel" >> beam.Filter(lambda r, sha: r["model_sha256"] == sha and r["source_version"],
-                                     checkpoint.weights_sha256)
-        | "ByClipId" >> beam.Map(lambda r: (r["clip_id"], r["source_version"])))
+    sources = discovered.sources | "SpreadOverWorkers" >> beam.Reshuffle()
+    if opts.skip_labelled:
+        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options)
     clips = (
-        discovered.sources
-        | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, opts.max_sample_bytes), labelled=beam.pvalue.AsDict(labelled))
-        .with_outputs("errors", main="clips"))
+        sources
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, checkpoint.weights_sha256,
+                                                  opts.max_sample_bytes))
+        .with_outputs("errors", TALLY, SHARDS, main="clips"))
     featurized = (
         clips.clips
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(
@@ -75,7 +73,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         | "Infer" >> RunInference(handler)
         | "Score" >> beam.ParDo(ScoreWindows(
             opts.activation, keep_embeddings=bool(opts.emit_embeddings),
-            progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, main="scores"))
+            progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, TALLY, main="scores"))
     assembled = (
         {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
@@ -96,4 +94,34 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         SEGMENTS_SCHEMA,
         file_name_suffix=".parquet", use_compliant_nested_type=True)
     errors | "WriteErrors" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet", use_compliant_nested_type=True)
+        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet",
+        use_compliant_nested_type=True)
+    # The run's accounting and summary, as data (exact on every runner, retries included).
+    clips[SHARDS] | "WriteShardStats" >> beam.io.WriteToParquet(
+        shard_stats_prefix(opts.output, run_id), SHARD_STATS_SCHEMA, file_name_suffix=".parquet",
+        use_compliant_nested_type=True)
+    tallies = (
+        (clips[TALLY], scored[TALLY],
+         discovered.errors | "DiscoveryErrorTallies" >> count_as(DISCOVERED),
+         discovered.sources | "SourceTallies" >> count_as(SOURCES))
+        | "StageTallies" >> beam.Flatten())
+    ({"tallies": tallies, "clips": assembled.clips, "segments": assembled.segments, "errors": errors}
+     | "RunStats" >> RunStats(summary_stats_path(opts.output, run_id)))
+
+
+def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
+                   shard_files: tuple[str, ...], storage_options: dict):
+    """SourceRefs -> (SourceRef, PreviousLabelling): a keyed join on the source URI against the
+    earlier runs' clips rows and shard records, so each worker holds the history of the sources
+    it reads, never the whole archive's (as a side input would, on every worker)."""
+    def history(name: str, files: tuple[str, ...]):
+        return (p
+                | f"Previous{name}Files" >> beam.Create(list(files))
+                | f"Spread{name}Files" >> beam.Reshuffle()
+                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options)))
+
+    return (
+        {"source": sources | "BySourceUri" >> beam.Map(lambda s: (scrub_url(s.uri), s)),
+         "labelled": history("Clips", clip_files), "shards": history("Shards", shard_files)}
+        | "JoinPreviousRuns" >> beam.CoGroupByKey()
+        | "WithPrevious" >> beam.ParDo(JoinPrevious()))

@@ -12,18 +12,17 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
 from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
 from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
 from pipeline.publish import (  # noqa: E402
-    begin_run, check_writable, finished_clip_files, package_versions, redact, write_manifest)
+    begin_run, check_writable, finished_clip_files, finished_shard_stats_files, package_versions, redact,
+    write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
-from pipeline.summary import RunSummary, read_run_tables  # noqa: E402
+from pipeline.summary import NothingDiscoveredError, RunSummary  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
-from transforms.read_sources import WORKERS_NAMESPACE  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
 from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
@@ -85,25 +84,6 @@ def refuse_unsupported_runner(options: PipelineOptions) -> None:
             raise UsageError(f"--runner {name} is not supported: {why}")
 
 
-def _counter(result, name: str) -> int:
-    found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
-    return sum(c.committed or 0 for c in found) if found else 0
-
-
-def _distribution_count(result, name: str) -> int:
-    found = result.metrics().query(MetricsFilter().with_name(name))["distributions"]
-    return sum(d.committed.count for d in found if d.committed) if found else 0
-
-
-def _shards_by_worker(result) -> dict[int, int]:
-    found = result.metrics().query(MetricsFilter().with_namespace(WORKERS_NAMESPACE))["counters"]
-    spread: dict[int, int] = {}
-    for c in found:
-        pid = int(c.key.metric.name.rsplit("_", 1)[1])
-        spread[pid] = spread.get(pid, 0) + (c.committed or 0)
-    return spread
-
-
 def _open_iceberg_catalog(opts):
     """The --iceberg_catalog, opened at launch so a misconfigured catalog fails before any work."""
     from pipeline.iceberg import IcebergSetupError, open_catalog
@@ -129,7 +109,10 @@ def print_help() -> None:
     parser.print_help()
 
 
-def run(argv: list[str] | None = None) -> RunSummary:
+def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
+    """``result_view``: a seam for tests, applied to Beam's PipelineResult before the launcher
+    uses it (e.g. to hide its metrics, as Flink's and Spark's job servers do). The launcher
+    needs nothing from the result but its end: the accounting is data the pipeline wrote."""
     argv = list(argv or [])
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         # Beam's default would try to download the Prism runner first; local runs need none.
@@ -170,25 +153,22 @@ def run(argv: list[str] | None = None) -> RunSummary:
 
         started = datetime.datetime.now(datetime.timezone.utc)
         # Listed before begin_run clears this run id: an earlier attempt of it is not a source.
-        previous = (finished_clip_files(opts.skip_labelled, run_id, storage.fsspec_options())
-                    if opts.skip_labelled else [])
+        # Only file names here: the workers read the earlier rows, joined per source.
+        previous, previous_shards = ((finished_clip_files(opts.skip_labelled, run_id, storage.fsspec_options()),
+                                      finished_shard_stats_files(opts.skip_labelled, run_id,
+                                                                 storage.fsspec_options()))
+                                     if opts.skip_labelled else ([], []))
         begin_run(opts.output, run_id, storage.fsspec_options())
         reset_process_progress()
         p = beam.Pipeline(options=options)
-        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous))
+        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous),
+                       tuple(previous_shards))
         result = p.run()
+        if result_view is not None:
+            result = result_view(result)
         result.wait_until_finish()
-        clips, errors, segments = read_run_tables(opts.output, run_id, storage.fsspec_options())
-        summary = RunSummary(run_id=run_id, output=opts.output,
-                             discovered=_counter(result, "inputs_discovered"),
-                             skipped=_counter(result, "clips_skipped"),
-                             clips=clips, errors=errors, segments=segments,
-                             windows_scored=_counter(result, "windows_scored"),
-                             inference_batches=_distribution_count(result, "inference_request_batch_size"),
-                             shards_read=_counter(result, "shards_read"),
-                             members_ignored=_counter(result, "shard_members_ignored"),
-                             shards_by_worker=_shards_by_worker(result))
-        summary.check_accounting()
+        summary = summarise_run(opts.output, run_id, storage.fsspec_options(), opts.allow_empty)
+        summary.read_scope = storage.environment
         check_error_fraction(summary.counts(), opts.max_error_fraction)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
@@ -202,6 +182,18 @@ def run(argv: list[str] | None = None) -> RunSummary:
             manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
                                    "snapshots": snapshots}
         write_manifest(opts.output, run_id, manifest, storage.fsspec_options())
+    return summary
+
+
+def summarise_run(output: str, run_id: str, storage_options: dict | None = None,
+                  allow_empty: bool = False) -> RunSummary:
+    """The launcher's work after the job: the run's statistics (one small file the pipeline
+    wrote) and the tables' Parquet footers, never the tables: memory independent of the run's
+    size (benchmarks/bench_launcher_memory.py). Raises AccountingError or NothingDiscoveredError."""
+    summary = RunSummary.read(output, run_id, storage_options)
+    summary.check_accounting()
+    if not allow_empty:
+        summary.check_not_empty()
     return summary
 
 
@@ -227,13 +219,13 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                      "label_map": opts.label_map, "emit_scores": opts.emit_scores,
                      "emit_embeddings": opts.emit_embeddings, "skip_labelled": opts.skip_labelled,
                      "max_error_fraction": opts.max_error_fraction,
-                     "max_sample_bytes": opts.max_sample_bytes},
+                     "max_sample_bytes": opts.max_sample_bytes, "allow_empty": opts.allow_empty},
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,
-                    "clips_per_second": summary.clips.num_rows / seconds if seconds > 0 else None},
-        "tables": {"clips": summary.clips.num_rows, "errors": summary.errors.num_rows,
-                   "segments": summary.segments.num_rows if summary.segments is not None else 0},
+                    "clips_per_second": summary.labelled / seconds if seconds > 0 else None},
+        "tables": {"clips": summary.labelled, "errors": summary.errored,
+                   "segments": summary.segment_rows},
     }
 
 
@@ -249,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 2
-    except ErrorFractionExceeded as e:
+    except (ErrorFractionExceeded, NothingDiscoveredError) as e:
         print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 1
     print(summary.render())

@@ -63,6 +63,9 @@ class LabelAudioOptions(PipelineOptions):
                             help="Output root of earlier runs (may equal --output): clips that a "
                                  "finished run there labelled with the same weights, from an unchanged "
                                  "source (same ETag, or size and mtime), are skipped and counted.")
+        parser.add_argument("--allow_empty", action="store_true",
+                            help="Publish a run that found no audio file or shard at all; without "
+                                 "it such a run exits 1 and publishes nothing.")
         parser.add_argument("--progress_seconds", type=float, default=30.0,
                             help="Each worker logs a progress line at most this often.")
         parser.add_argument("--emit_scores", action="store_true",

@@ -16,15 +16,11 @@ from importlib import metadata
 
 import fsspec
 
-MANIFEST_NAME = "_MANIFEST.json"
+from pipeline.run_layout import MANIFEST_NAME, run_root, shard_stats_dir, table_dir
 # Option names whose values are credentials; never written to manifests or logs.
 _SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|access_key|session_key|^key$|api_key)",
                           re.IGNORECASE)
 REDACTED = "<redacted>"
-
-
-def run_root(output: str, run_id: str) -> str:
-    return f"{output.rstrip('/')}/{run_id}"
 
 
 def _fs(url: str, storage_options: dict | None):
@@ -79,18 +75,33 @@ def finished_runs(output: str, storage_options: dict | None = None) -> list[str]
     return sorted(p.rstrip("/").split("/")[-2] for p in found)
 
 
-def finished_clip_files(output: str, exclude_run_id: str | None = None,
-                        storage_options: dict | None = None) -> list[str]:
-    """URIs of the clips-table files of every published run under ``output`` (--skip_labelled)."""
+def _finished_files(output: str, folder, exclude_run_id: str | None,
+                    storage_options: dict | None) -> list[str]:
     fs, root = _fs(output, storage_options)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     files = []
     for run_id in finished_runs(output, storage_options):
         if run_id == exclude_run_id:
             continue
-        for path in sorted(fs.glob(f"{root.rstrip('/')}/{run_id}/clips/*.parquet")):
-            local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        _, where = _fs(folder(output, run_id), storage_options)
+        for path in sorted(fs.glob(f"{where.rstrip('/')}/*.parquet")):
             files.append(path if local else fs.unstrip_protocol(path))
     return files
+
+
+def finished_clip_files(output: str, exclude_run_id: str | None = None,
+                        storage_options: dict | None = None) -> list[str]:
+    """URIs of the clips-table files of every published run under ``output`` (--skip_labelled).
+    Only listed here; the pipeline's workers read them."""
+    return _finished_files(output, lambda o, r: table_dir(o, r, "clips"), exclude_run_id,
+                           storage_options)
+
+
+def finished_shard_stats_files(output: str, exclude_run_id: str | None = None,
+                               storage_options: dict | None = None) -> list[str]:
+    """URIs of the per-shard statistics files of every published run under ``output``: which
+    version of a shard held how many audio members (--skip_labelled skips whole shards with them)."""
+    return _finished_files(output, shard_stats_dir, exclude_run_id, storage_options)
 
 
 def redact(value):

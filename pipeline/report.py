@@ -45,6 +45,12 @@ from pipeline.table_files import read_optional_table  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
 
 TOP_LABELS = 25
+# What the charts and the summary table use; never the score vectors or embeddings.
+REPORT_COLUMNS = {
+    "clips": ["labels", "num_windows", "duration_seconds", "labelled_at", "run_id", "model_id",
+              "model_sha256", "activation"],
+    "errors": ["stage", "error_type", "source_uri", "message"],
+}
 WINDOW_TABLES = ("windows", "segments")
 
 
@@ -159,7 +165,7 @@ def windows_per_clip(run: str, clips: pa.Table) -> tuple[np.ndarray | None, str]
         values = [v for v in clips.column("num_windows").to_pylist() if v is not None]
         return np.asarray(values, dtype=np.int64), "the clips table's num_windows column"
     for name in WINDOW_TABLES:
-        table = read_optional_table(run, name)
+        table = read_optional_table(run, name, ["clip_id"])
         if table is not None and "clip_id" in table.column_names:
             counts = collections.Counter(table.column("clip_id").to_pylist())
             return np.asarray(list(counts.values()), dtype=np.int64), f"rows per clip_id of the {name} table"
@@ -320,7 +326,7 @@ def build_report(run: str, out: str) -> str:
     fs, root = fsspec.core.url_to_fs(run)
     if not fs.isdir(root):
         raise FileNotFoundError(f"run directory not found: {run}")
-    found = {name: read_optional_table(run, name) for name in ("clips", "errors")}
+    found = {name: read_optional_table(run, name, REPORT_COLUMNS[name]) for name in ("clips", "errors")}
     if all(t is None for t in found.values()):
         raise FileNotFoundError(f"{run} holds neither clips/ nor errors/ Parquet files: is it <output>/<run_id>?")
     clips, errors = (found[n] if found[n] is not None else TABLES[n].empty_table() for n in ("clips", "errors"))

@@ -1,102 +1,231 @@
-"""Read a finished run's tables back, check that every input is accounted for, summarise."""
+"""A run's accounting and summary, from the small statistics the pipeline wrote about itself.
+
+The launcher never reads the label tables whole: ``<run>/_stats/summary.json`` (written by the
+pipeline, transforms/run_stats.py) holds every count, and the tables' Parquet footers (row counts
+only, a few KB per file) confirm that what was committed matches it. Its memory does not grow
+with the number of clips. ``RunSummary.clips``/``errors``/``segments`` read a table on demand for
+callers that want the rows (tests, notebooks); the launcher does not use them.
+"""
 from __future__ import annotations
 
-import collections
-from dataclasses import dataclass, field
+import contextlib
+import json
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.run_layout import summary_stats_path, table_dir
 from schemas.tables import TABLES
 from transforms.io.storage import options_for_protocol, protocol_of
+
+TOP_LABELS_SHOWN = 5
 
 
 class AccountingError(RuntimeError):
     """Inputs were lost or duplicated: the run must not be trusted."""
 
 
+class NothingDiscoveredError(RuntimeError):
+    """The run found no audio at all (see --allow_empty)."""
+
+
+def _fs(url: str, storage_options: dict | None):
+    return fsspec.core.url_to_fs(url, **options_for_protocol(storage_options or {}, protocol_of(url)))
+
+
+def _table_files(output: str, run_id: str, table: str, storage_options: dict | None):
+    fs, root = _fs(table_dir(output, run_id, table), storage_options)
+    return fs, sorted(fs.glob(f"{root}/*.parquet"))
+
+
 def read_table(output: str, run_id: str, table: str, storage_options: dict | None = None,
                columns: list[str] | None = None) -> pa.Table:
-    """All Parquet files of one table (any fsspec URL; storage_options as for --storage_options)."""
-    url = f"{output.rstrip('/')}/{run_id}/{table}"
-    fs, root = fsspec.core.url_to_fs(url, **options_for_protocol(storage_options or {}, protocol_of(url)))
-    files = sorted(fs.glob(f"{root}/*.parquet"))
+    """All Parquet files of one table (any fsspec URL; storage_options as for --storage_options).
+    Reads the whole table (or the columns asked for): not for the launcher."""
+    fs, files = _table_files(output, run_id, table, storage_options)
     if not files:
         empty = TABLES[table].empty_table()
         return empty.select(columns) if columns else empty
     return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def read_run_tables(output: str, run_id: str,
-                    storage_options: dict | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """clips, errors, and of segments (one row per window, can be large) only the clip ids."""
-    return (read_table(output, run_id, "clips", storage_options),
-            read_table(output, run_id, "errors", storage_options),
-            read_table(output, run_id, "segments", storage_options, columns=["clip_id"]))
+def table_row_count(output: str, run_id: str, table: str, storage_options: dict | None = None) -> int:
+    """Rows committed to one table, from its files' Parquet footers only."""
+    fs, files = _table_files(output, run_id, table, storage_options)
+    total = 0
+    for f in files:
+        with fs.open(f, "rb") as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
 
 
-@dataclass
+def read_run_stats(output: str, run_id: str, storage_options: dict | None = None) -> dict:
+    """The run's statistics (one small JSON document) as the pipeline wrote them."""
+    path = summary_stats_path(output, run_id)
+    fs, root = _fs(path, storage_options)
+    if not fs.exists(root):
+        raise AccountingError(f"run {run_id}: the pipeline wrote no statistics ({path}); "
+                              "the job did not finish its writes")
+    return json.loads(fs.cat(root))
+
+
 class RunSummary:
-    run_id: str
-    output: str
-    discovered: int
-    clips: pa.Table
-    errors: pa.Table
-    segments: pa.Table | None = None   # at least its clip_id column
-    skipped: int = 0                   # labelled by an earlier run (--skip_labelled)
-    seconds: float | None = None       # wall time of the run, launch to read-back
-    windows_scored: int | None = None  # windows through inference, errored clips' included
-    inference_batches: int | None = None
-    shards_read: int = 0
-    members_ignored: int = 0                       # non-audio members of shards (no rows)
-    shards_by_worker: dict[int, int] = field(default_factory=dict)   # worker pid -> shards read
+    """What a run did, from its statistics (see transforms/run_stats.py for the names)."""
 
-    def check_accounting(self) -> None:
-        labelled, errored, skipped = self.clips.num_rows, self.errors.num_rows, self.skipped
-        if labelled + errored + skipped != self.discovered:
+    def __init__(self, run_id: str, output: str, stats: dict, storage_options: dict | None = None,
+                 seconds: float | None = None):
+        self.run_id = run_id
+        self.output = output
+        self.stats = stats
+        self.storage_options = storage_options
+        self.seconds = seconds               # wall time of the run, launch to publication
+        # Entered around on-demand table reads: the launcher sets its storage settings' scope,
+        # which puts the credentials in place and keeps them out of (botocore's DEBUG) logs.
+        self.read_scope = contextlib.nullcontext
+        self._tables: dict[str, pa.Table] = {}
+
+    @classmethod
+    def read(cls, output: str, run_id: str, storage_options: dict | None = None) -> "RunSummary":
+        return cls(run_id, output, read_run_stats(output, run_id, storage_options), storage_options)
+
+    def _count(self, name: str) -> int:
+        return int(self.stats.get("counts", {}).get(name, 0))
+
+    @property
+    def discovered(self) -> int:
+        return self._count("discovered")
+
+    @property
+    def labelled(self) -> int:
+        return self._count("labelled")
+
+    @property
+    def errored(self) -> int:
+        return self._count("errored")
+
+    @property
+    def skipped(self) -> int:
+        """Clips labelled the same way by an earlier run (--skip_labelled)."""
+        return self._count("skipped")
+
+    @property
+    def sources(self) -> int:
+        """Files and shards discovery found."""
+        return self._count("sources")
+
+    @property
+    def windows_scored(self) -> int:
+        """Windows through inference, errored clips' included."""
+        return self._count("windows_scored")
+
+    @property
+    def inference_batches(self) -> int:
+        return self._count("inference_batches")
+
+    @property
+    def segment_rows(self) -> int:
+        return self._count("segment_rows")
+
+    @property
+    def shards_read(self) -> int:
+        return self._count("shards_read")
+
+    @property
+    def shards_skipped(self) -> int:
+        """Tar shards not opened: unchanged, every member labelled the same way before."""
+        return self._count("shards_skipped")
+
+    @property
+    def members_ignored(self) -> int:
+        """Non-audio members of shards (no rows)."""
+        return self._count("members_ignored")
+
+    @property
+    def shards_by_worker(self) -> dict[int, int]:
+        """Worker pid -> shards it read."""
+        return {int(pid): n for pid, n in self.stats.get("shards_read_by_worker", {}).items()}
+
+    # Rows on demand (whole tables: for tests and small runs, never used by the launcher).
+    def _table(self, name: str) -> pa.Table:
+        if name not in self._tables:
+            with self.read_scope():
+                self._tables[name] = read_table(self.output, self.run_id, name, self.storage_options)
+        return self._tables[name]
+
+    @property
+    def clips(self) -> pa.Table:
+        return self._table("clips")
+
+    @property
+    def errors(self) -> pa.Table:
+        return self._table("errors")
+
+    @property
+    def segments(self) -> pa.Table:
+        return self._table("segments")
+
+    def check_accounting(self, verify_tables: bool = True) -> None:
+        """Every discovered input is labelled, errored or skipped, once; every labelled clip has
+        exactly its num_windows segments rows; the committed tables hold the rows counted.
+        ``verify_tables``: also read the tables' Parquet footers (row counts)."""
+        labelled, errored, skipped, discovered = self.labelled, self.errored, self.skipped, self.discovered
+        if labelled + errored + skipped != discovered:
             raise AccountingError(
-                f"run {self.run_id}: {self.discovered} inputs discovered but {labelled} labelled + "
+                f"run {self.run_id}: {discovered} inputs discovered but {labelled} labelled + "
                 f"{errored} errored + {skipped} skipped = {labelled + errored + skipped}")
-        ids = self.clips.column("clip_id").to_pylist()
-        if len(ids) != len(set(ids)):
-            raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table")
-        if self.segments is not None:
-            # Each labelled clip has exactly its num_windows segments; errored clips have none.
-            per_clip = collections.Counter(self.segments.column("clip_id").to_pylist())
-            expected = collections.Counter(dict(zip(ids, self.clips.column("num_windows").to_pylist())))
-            if per_clip != expected:
-                bad = sorted(k for k in set(per_clip) | set(expected) if per_clip[k] != expected[k])
-                raise AccountingError(f"run {self.run_id}: segments rows do not match the clips' "
-                                      f"num_windows for {len(bad)} clip(s), e.g. {bad[:3]}")
+        examples = self.stats.get("examples", {})
+        if self._count("clip_ids_duplicated"):
+            raise AccountingError(f"run {self.run_id}: duplicate clip ids in the clips table, e.g. "
+                                  f"{examples.get('clip_ids_duplicated', [])}")
+        if self._count("clips_segments_mismatched"):
+            raise AccountingError(
+                f"run {self.run_id}: segments rows do not match the clips' num_windows for "
+                f"{self._count('clips_segments_mismatched')} clip(s), e.g. "
+                f"{examples.get('clips_segments_mismatched', [])}")
+        if self.segment_rows != self._count("num_windows_total"):
+            raise AccountingError(f"run {self.run_id}: {self.segment_rows} segments rows but the "
+                                  f"clips' num_windows add up to {self._count('num_windows_total')}")
+        if verify_tables:
+            for table, expected in (("clips", labelled), ("errors", errored),
+                                    ("segments", self.segment_rows)):
+                committed = table_row_count(self.output, self.run_id, table, self.storage_options)
+                if committed != expected:
+                    raise AccountingError(f"run {self.run_id}: the {table} table holds {committed} "
+                                          f"rows but the run counted {expected}")
+
+    def check_not_empty(self) -> None:
+        if not self.sources:
+            raise NothingDiscoveredError(
+                f"run {self.run_id}: no audio file or shard was found "
+                f"({self.errored} input(s) failed discovery); nothing published "
+                "(--allow_empty publishes such a run)")
 
     def counts(self) -> dict:
-        by_type = collections.Counter(
-            f"{stage}/{kind}" for stage, kind in zip(self.errors.column("stage").to_pylist(),
-                                                     self.errors.column("error_type").to_pylist()))
-        return {"discovered": self.discovered, "labelled": self.clips.num_rows,
-                "errored": self.errors.num_rows, "skipped": self.skipped,
-                "errors_by_type": dict(sorted(by_type.items()))}
+        """The accounting as one dict (manifest, --max_error_fraction)."""
+        return {"discovered": self.discovered, "labelled": self.labelled,
+                "errored": self.errored, "skipped": self.skipped,
+                "errors_by_type": dict(sorted(self.stats.get("errors_by_type", {}).items()))}
 
-    def top_labels(self, n: int = 5) -> list[tuple[str, int]]:
-        counts = collections.Counter(
-            labels[0]["label"] for labels in self.clips.column("labels").to_pylist() if labels)
-        return counts.most_common(n)
+    def top_labels(self, n: int = TOP_LABELS_SHOWN) -> list[tuple[str, int]]:
+        """Most frequent top-1 labels over the labelled clips."""
+        counts = self.stats.get("top_labels", {})
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
     def render(self) -> str:
         lines = [f"run {self.run_id} -> {self.output.rstrip('/')}/{self.run_id}/",
                  f"  inputs discovered: {self.discovered}",
-                 f"  clips labelled:    {self.clips.num_rows}"
-                 + (f" ({self.segments.num_rows} windows)" if self.segments is not None else "")]
-        if self.windows_scored is not None and self.inference_batches is not None:
+                 f"  clips labelled:    {self.labelled} ({self.segment_rows} windows)"]
+        if self.windows_scored:
             lines.append(f"  windows scored:    {self.windows_scored} in {self.inference_batches} "
                          "inference batches")
-        lines.append(f"  inputs errored:    {self.errors.num_rows}")
+        lines.append(f"  inputs errored:    {self.errored}")
         if self.skipped:
-            lines.append(f"  clips skipped:     {self.skipped} (labelled by an earlier run)")
+            whole = f", {self.shards_skipped} whole shard(s) not read" if self.shards_skipped else ""
+            lines.append(f"  clips skipped:     {self.skipped} (labelled by an earlier run{whole})")
         if self.seconds:
             windows = f", {self.windows_scored / self.seconds:.2f} windows/s" if self.windows_scored else ""
-            lines.append(f"  throughput:        {self.clips.num_rows / self.seconds:.2f} clips/s{windows} "
+            lines.append(f"  throughput:        {self.labelled / self.seconds:.2f} clips/s{windows} "
                          f"over {self.seconds:.1f} s")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")
@@ -104,7 +233,7 @@ class RunSummary:
             lines.append(f"  tar shards read:   {self.shards_read} (by worker pid: " + ", ".join(
                 f"{pid}: {n}" for pid, n in sorted(self.shards_by_worker.items())) + ")")
             lines.append(f"  shard members ignored (not audio, not .json): {self.members_ignored}")
-        if self.clips.num_rows:
+        if self.labelled and self.top_labels():
             lines.append("  most frequent top label: " + ", ".join(
                 f"{label} ({n})" for label, n in self.top_labels()))
         return "\n".join(lines)

@@ -29,12 +29,20 @@ def read_parquet_path(path: str, table: str = "clips") -> pa.Table:
     return pa.concat_tables([pq.read_table(f, filesystem=fs) for f in files], promote_options="default")
 
 
-def read_optional_table(run: str, table: str) -> pa.Table | None:
-    """``<run>/<table>/*.parquet`` as one table, or None when that directory has no Parquet files."""
+def read_optional_table(run: str, table: str, columns: list[str] | None = None) -> pa.Table | None:
+    """``<run>/<table>/*.parquet`` as one table, or None when that directory has no Parquet files.
+    ``columns``: read only these (those a file lacks are left out), never e.g. scores/embeddings."""
     fs, root = fsspec.core.url_to_fs(f"{run.rstrip('/')}/{table}")
     if not fs.isdir(root):
         return None
     files = _parquet_files(fs, root)
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f, filesystem=fs) for f in files], promote_options="default")
+    parts = []
+    for f in files:
+        wanted = None
+        if columns is not None:
+            names = pq.read_schema(f, filesystem=fs).names
+            wanted = [c for c in columns if c in names]
+        parts.append(pq.read_table(f, filesystem=fs, columns=wanted))
+    return pa.concat_tables(parts, promote_options="default")

@@ -81,5 +81,15 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
 ], metadata=_METADATA)
 
+# Not a label table: one row per tar shard a run saw, in <run>/_stats/shards/ (pipeline/run_layout.py).
+# --skip_labelled skips a shard unread when a complete read of the same version found
+# audio_members members and every one of them was labelled the same way.
+SHARD_STATS_SCHEMA = pa.schema([
+    pa.field("shard_uri", pa.string(), nullable=False),
+    pa.field("source_version", pa.string()),
+    pa.field("audio_members", pa.int64(), nullable=False),
+    pa.field("complete", pa.bool_(), nullable=False),   # read to its end (or skipped whole)
+], metadata=_METADATA)
+
 TABLES = {"clips": CLIPS_SCHEMA, "segments": SEGMENTS_SCHEMA, "errors": ERRORS_SCHEMA}
 

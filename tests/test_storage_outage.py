@@ -188,7 +188,7 @@ def test_outage_publishes_nothing_and_a_rerun_of_the_same_run_id_is_exact(
     # Nothing from the failed attempt survives: only this run's committed files and manifest.
     final = [p.removeprefix(run_prefix.removeprefix("s3://") + "/") for p in _objects(fs, run_prefix)]
     assert final[0] == MANIFEST_NAME
-    assert all(re.fullmatch(r"(clips|errors|segments)/part-\d{5}-of-\d{5}\.parquet", p)
-               for p in final[1:]), final
-    assert {p.split("/")[0] for p in final[1:]} == {"clips", "errors", "segments"}
+    assert all(re.fullmatch(r"(clips|errors|segments|_stats/shards)/part-\d{5}-of-\d{5}\.parquet", p)
+               or p == "_stats/summary.json" for p in final[1:]), final
+    assert {p.split("/")[0] for p in final[1:]} == {"clips", "errors", "segments", "_stats"}
     assert not [p for p in _objects(fs, output) if "beam-temp" in p or p.endswith(".tmp")]

@@ -86,6 +86,7 @@ class ScoredWindow:
     end_seconds: float
     logits: np.ndarray = field(repr=False)
     pooled: np.ndarray = field(repr=False)
+    opens_batch: bool = False   # the first scored window of its inference batch (to count batches)
 
 
 # What crosses the GroupByKey that reassembles a clip from its windows: scores and

@@ -12,6 +12,7 @@ from transforms.scoring.aggregate import assemble_clip, duplicate_input_errors
 from transforms.elements import InputError, WindowFailure, WindowScores
 from transforms.scoring.labels import LabelSelection, activate
 from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
+from transforms.run_stats import INFERENCE_BATCHES, TALLY, WINDOWS_SCORED
 from transforms.scoring.rows import clip_row, error_row, segment_row
 
 # CoGroupByKey tags of the values grouped per clip id.
@@ -19,7 +20,8 @@ OUTCOME, SCORES, FAILURES = "outcome", "scores", "failures"
 
 
 class ScoreWindows(beam.DoFn):
-    """PredictionResult -> (clip_id, WindowScores), or (clip_id, WindowFailure) on 'failures'.
+    """PredictionResult -> (clip_id, WindowScores), or (clip_id, WindowFailure) on 'failures';
+    windows scored and inference batches as tallies on 'tally'.
 
     Only the activated scores travel on: features and pooled embeddings stay behind, so
     the GroupByKey that follows holds a few numbers per window.
@@ -46,6 +48,9 @@ class ScoreWindows(beam.DoFn):
             return
         self._scored.inc()
         self._progress.add(windows_scored=1)
+        yield beam.pvalue.TaggedOutput(TALLY, (WINDOWS_SCORED, 1))
+        if getattr(scored, "opens_batch", False):
+            yield beam.pvalue.TaggedOutput(TALLY, (INFERENCE_BATCHES, 1))
         yield key, WindowScores(window.window_index, window.start_seconds, window.end_seconds,
                                 activate(scored.logits, self._activation),
                                 scored.pooled if self._keep_embeddings else None)

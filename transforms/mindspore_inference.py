@@ -246,8 +246,13 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
                     raise ModelFailure(
                         f"the model failed on all {len(good)} windows of a batch, and on each one "
                         f"alone ({type(e).__name__}: {e}): a broken model or runtime, not bad inputs") from e
+            first = True
             for i, out in zip(good, outputs):
-                results[i] = out if isinstance(out, Exception) else _scored(batch[i], *out)
+                if not isinstance(out, Exception):
+                    results[i] = _scored(batch[i], *out, opens_batch=first)
+                    first = False
+                else:
+                    results[i] = out
         return [PredictionResult(example=w, inference=r) for w, r in zip(batch, results)]
 
     @staticmethod
@@ -265,7 +270,9 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         return "MindSporeAST"
 
 
-def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray) -> ScoredWindow:
+def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray,
+            opens_batch: bool = False) -> ScoredWindow:
     return ScoredWindow(clip=window.clip, window_index=window.window_index,
                         start_seconds=window.start_seconds, end_seconds=window.end_seconds,
-                        logits=np.asarray(logits, np.float32), pooled=np.asarray(pooled, np.float32))
+                        logits=np.asarray(logits, np.float32), pooled=np.asarray(pooled, np.float32),
+                        opens_batch=opens_batch)
