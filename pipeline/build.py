@@ -23,6 +23,7 @@ from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.read_sources import ReadSources
 from transforms.io.storage import parse_storage_options
+from transforms.write_tables import WriteTable, filesystem_settings
 
 
 def table_prefix(output: str, run_id: str, table: str) -> str:
@@ -86,13 +87,17 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         (discovered.errors, clips.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
-    assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
+    # Workers started by an external worker pool get no pipeline options: the sinks carry the
+    # filesystem settings they need (see transforms/write_tables.py).
+    settings = filesystem_settings(opts)
+    assembled.clips | "WriteClips" >> WriteTable(
         table_prefix(opts.output, run_id, "clips"),
         with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
-        file_name_suffix=".parquet")
-    assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
+        settings, file_name_suffix=".parquet")
+    assembled.segments | "WriteSegments" >> WriteTable(
         table_prefix(opts.output, run_id, "segments"),
         with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
+        settings, file_name_suffix=".parquet")
+    errors | "WriteErrors" >> WriteTable(
+        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, settings,
         file_name_suffix=".parquet")
-    errors | "WriteErrors" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet")
