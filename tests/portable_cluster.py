@@ -88,10 +88,12 @@ class PortableCluster:
 
     def start(self) -> "PortableCluster":
         os.makedirs(self.workdir, exist_ok=True)
-        try:
-            self._start_job_service()
-            for index in range(self.pools):
-                self._start_pool(index)
+        try:   # all started at once (each takes seconds to import Beam), then awaited
+            job_port, *pool_ports = free_ports(1 + self.pools)   # distinct: taken together
+            waits = [self._start_job_service(job_port)] + [
+                self._start_pool(i, port) for i, port in enumerate(pool_ports)]
+            for wait in waits:
+                wait()
         except BaseException:
             self.stop()
             raise
@@ -105,19 +107,18 @@ class PortableCluster:
         self.processes.append(process)
         return process
 
-    def _start_job_service(self) -> None:
-        (self.job_port,) = free_ports(1)
+    def _start_job_service(self, port: int):
+        self.job_port = port
         env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
         process = self._popen("job_service", [
             sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
             "--port", str(self.job_port),
             "--staging_dir", os.path.join(self.workdir, "staging")], env)
-        _wait_for_port(self.job_port, process, "job service",
-                       os.path.join(self.workdir, "job_service.log"))
+        return lambda: _wait_for_port(self.job_port, process, "job service",
+                                      os.path.join(self.workdir, "job_service.log"))
 
-    def _start_pool(self, index: int) -> None:
-        (port,) = free_ports(1)
+    def _start_pool(self, index: int, port: int):
         # The pool starts its workers with `python` from PATH: this interpreter's folder first.
         env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
                "HOME": "/tmp/home", "XDG_CACHE_HOME": "/tmp/home/.cache", "TMPDIR": "/tmp",
@@ -127,14 +128,18 @@ class PortableCluster:
                   f"exec python -m apache_beam.runners.worker.worker_pool_main --service_port {port}")
         process = self._popen(f"pool{index}", [
             "unshare", "-m", "--propagation", "private", "sh", "-c", script], env)
-        _wait_for_port(port, process, f"worker pool {index}",
-                       os.path.join(self.workdir, f"pool{index}.log"))
         self.pool_ports.append(port)
+        return lambda: _wait_for_port(port, process, f"worker pool {index}",
+                                      os.path.join(self.workdir, f"pool{index}.log"))
 
     def pipeline_args(self, pool: int) -> list[str]:
         """Options that run a job on this cluster, its workers taken from pool number ``pool``."""
         return ["--runner=PortableRunner", f"--job_endpoint=localhost:{self.job_port}",
                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{self.pool_ports[pool]}"]
+
+    def pool_pids(self) -> list[int]:
+        """Process ids of the running pools (unshare and sh exec into the pool: one process)."""
+        return [p.pid for p in self.processes[1:] if p.poll() is None]
 
     def log(self, name: str) -> str:
         path = os.path.join(self.workdir, f"{name}.log")
