@@ -23,8 +23,10 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 
 from transforms.io.storage import LOCAL_PROTOCOLS, protocol_of
 
-# Runners whose workers are processes of the launching machine.
-LOCAL_RUNNERS = frozenset({"directrunner", "bundlebaseddirectrunner", "switchingdirectrunner"})
+# Runners whose workers are processes of the launching machine (Prism: Beam's local portable
+# runner, which starts its SDK workers beside itself).
+LOCAL_RUNNERS = frozenset({"directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
+                           "prismrunner"})
 # Protocols only this machine (or this process) can see.
 MACHINE_LOCAL_PROTOCOLS = LOCAL_PROTOCOLS | {"memory"}
 # Options holding paths the workers open, by the name users type.
