@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+from apache_beam.options.value_provider import RuntimeValueProvider
 
 from schemas.tables import ERRORS_SCHEMA
 from transforms.write_tables import WriteTable, filesystem_settings
@@ -30,7 +31,10 @@ def test_a_worker_with_pipeline_options_keeps_them(monkeypatch):
 
 
 def test_sink_writes_to_s3_on_a_worker_without_pipeline_options(s3_server, monkeypatch):
-    monkeypatch.setattr(FileSystems, "_pipeline_options", None)   # what a pool's worker has
+    # What a pool's worker has: no options registered (an in-process DirectRunner run earlier in
+    # this test process leaves runtime options behind).
+    monkeypatch.setattr(FileSystems, "_pipeline_options", None)
+    monkeypatch.setattr(RuntimeValueProvider, "runtime_options", None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)   # the endpoint comes with the sink
