@@ -62,3 +62,24 @@ def test_sink_writes_to_s3_on_a_worker_without_pipeline_options(s3_server, monke
     assert FileSystems._pipeline_options.view_as(S3Options).s3_endpoint_url == s3_server.endpoint
     with s3_server.filesystem().open(final[0].removeprefix("s3://"), "rb") as f:
         assert pq.read_table(f).column("clip_id").to_pylist() == ["s3://x/a.wav"]
+
+
+def test_text_writes_carry_settings_too(s3_server, monkeypatch):
+    """Beam's text sink (used for small files of a run) through the same wrapper."""
+    from transforms.write_tables import carrying_filesystem_settings
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", None)
+    monkeypatch.setattr(RuntimeValueProvider, "runtime_options", None)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    path = f"s3://{s3_server.bucket}/sink-test/stats.json"
+    write = carrying_filesystem_settings(
+        beam.io.WriteToText(path, num_shards=1, shard_name_template=""),
+        {"s3_endpoint_url": s3_server.endpoint, "s3_disable_ssl": True})
+    sink = cloudpickle.loads(cloudpickle.dumps(write._sink))
+    init = sink.initialize_write()
+    writer = sink.open_writer(init, "bundle-1")
+    writer.write("{}")
+    written = writer.close()
+    assert list(sink.finalize_write(init, [written], sink.pre_finalize(init, [written]))) == [path]
+    assert s3_server.filesystem().cat(path.removeprefix("s3://")) == b"{}\n"

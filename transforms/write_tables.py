@@ -98,10 +98,17 @@ class _SinkWithFilesystemOptions(iobase.Sink):
         return self.sink.display_data()
 
 
+def carrying_filesystem_settings(write: beam.PTransform, settings: dict) -> beam.PTransform:
+    """Any of Beam's file writes (``WriteToParquet``, ``WriteToText``, ...: a ``_sink`` that is a
+    file-based sink) made to work on workers that were given no pipeline options."""
+    write._sink = _SinkWithFilesystemOptions(write._sink, settings or {})
+    return write
+
+
 class WriteTable(beam.io.WriteToParquet):
     """``WriteToParquet`` whose sink works on workers that were given no pipeline options."""
 
     def __init__(self, file_path_prefix: str, schema, filesystem_settings: dict | None = None,
                  **kwargs):
         super().__init__(file_path_prefix, schema, **kwargs)
-        self._sink = _SinkWithFilesystemOptions(self._sink, filesystem_settings or {})
+        carrying_filesystem_settings(self, filesystem_settings or {})
