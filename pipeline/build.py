@@ -26,6 +26,7 @@ from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, Read
 from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
 from pipeline.run_layout import shard_stats_prefix, summary_stats_path, table_prefix
 from transforms.io.storage import parse_storage_options
+from transforms.write_tables import WriteTable, filesystem_settings
 
 
 def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
@@ -85,28 +86,29 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
         (discovered.errors, clips.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
-    assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
+    # Workers started by an external worker pool get no pipeline options: the sinks carry the
+    # filesystem settings they need (see transforms/write_tables.py).
+    settings = filesystem_settings(opts)
+    assembled.clips | "WriteClips" >> WriteTable(
         table_prefix(opts.output, run_id, "clips"),
-        CLIPS_SCHEMA,
-        file_name_suffix=".parquet", use_compliant_nested_type=True)
-    assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "segments"),
-        SEGMENTS_SCHEMA,
-        file_name_suffix=".parquet", use_compliant_nested_type=True)
-    errors | "WriteErrors" >> beam.io.WriteToParquet(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, file_name_suffix=".parquet",
-        use_compliant_nested_type=True)
+        CLIPS_SCHEMA, settings, file_name_suffix=".parquet")
+    assembled.segments | "WriteSegments" >> WriteTable(
+        table_prefix(opts.output, run_id, "segments"), SEGMENTS_SCHEMA, settings,
+        file_name_suffix=".parquet")
+    errors | "WriteErrors" >> WriteTable(
+        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, settings,
+        file_name_suffix=".parquet")
     # The run's accounting and summary, as data (exact on every runner, retries included).
-    clips[SHARDS] | "WriteShardStats" >> beam.io.WriteToParquet(
-        shard_stats_prefix(opts.output, run_id), SHARD_STATS_SCHEMA, file_name_suffix=".parquet",
-        use_compliant_nested_type=True)
+    clips[SHARDS] | "WriteShardStats" >> WriteTable(
+        shard_stats_prefix(opts.output, run_id), SHARD_STATS_SCHEMA, settings,
+        file_name_suffix=".parquet")
     tallies = (
         (clips[TALLY], scored[TALLY],
          discovered.errors | "DiscoveryErrorTallies" >> count_as(DISCOVERED),
          discovered.sources | "SourceTallies" >> count_as(SOURCES))
         | "StageTallies" >> beam.Flatten())
     ({"tallies": tallies, "clips": assembled.clips, "segments": assembled.segments, "errors": errors}
-     | "RunStats" >> RunStats(summary_stats_path(opts.output, run_id)))
+     | "RunStats" >> RunStats(summary_stats_path(opts.output, run_id), settings))
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],

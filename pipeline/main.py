@@ -21,6 +21,7 @@ from pipeline.publish import (  # noqa: E402
     write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import NothingDiscoveredError, RunSummary  # noqa: E402
+from pipeline.worker_reach import check_worker_reach  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
@@ -98,6 +99,14 @@ def _open_iceberg_catalog(opts):
         raise UsageError(f"--iceberg_catalog {opts.iceberg_catalog}: {e}") from e
 
 
+def run_job(p: beam.Pipeline):
+    """Run the pipeline to the end; the launcher's one PipelineResult. (A seam: tests wrap the
+    result to see the launcher on runners that report fewer metrics.)"""
+    result = p.run()
+    result.wait_until_finish()
+    return result
+
+
 def print_help() -> None:
     import argparse
 
@@ -130,6 +139,9 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
     opts = options.view_as(LabelAudioOptions)
     refuse_unsupported_runner(options)
     validate(opts)
+    unreachable = check_worker_reach(options, opts, storage.secret_flags)
+    if unreachable:
+        raise UsageError(unreachable)
     with storage.environment():
         try:
             check_writable(opts.output, storage.fsspec_options())
@@ -163,10 +175,9 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
         p = beam.Pipeline(options=options)
         build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous),
                        tuple(previous_shards))
-        result = p.run()
+        result = run_job(p)
         if result_view is not None:
             result = result_view(result)
-        result.wait_until_finish()
         summary = summarise_run(opts.output, run_id, storage.fsspec_options(), opts.allow_empty)
         summary.read_scope = storage.environment
         check_error_fraction(summary.counts(), opts.max_error_fraction)

@@ -35,6 +35,11 @@ class LabelAudioOptions(PipelineOptions):
         parser.add_argument("--model", default=None,
                             help="AST checkpoint directory in Hugging Face layout (config.json, "
                                  "model.safetensors, optional preprocessor_config.json).")
+        parser.add_argument("--shared_filesystem", action="store_true",
+                            help="Local paths in --input, --input_manifest, --output, --model, "
+                                 "--skip_labelled and --temp_location are on storage every worker "
+                                 "mounts at the same path (NFS, a cluster file system). Without it, "
+                                 "runners other than the DirectRunner refuse local paths.")
         parser.add_argument("--backend", default="native", choices=["native", "mindnlp"],
                             help="native: AST as compiled MindSpore Cells (fast); "
                                  "mindnlp: MindNLP's transformers port (reference; needs the "

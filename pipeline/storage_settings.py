@@ -19,8 +19,9 @@ The two sets fill each other in for s3: an endpoint or key given only as
 ``--s3_*`` reaches fsspec (inputs, manifests, reading the tables back), and one
 given only in ``--storage_options`` reaches Beam's S3 sink.
 On remote runners environment variables of the launcher do not reach the
-workers: give those workers credentials the platform's way (IAM roles,
-workload identity) instead.
+workers: the launcher refuses credentials given on its command line there
+(pipeline/worker_reach.py); those workers get theirs the platform's way
+(worker environment, IAM roles, workload identity).
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ class StorageSettings:
     public: dict = field(default_factory=dict)     # fsspec options without credentials
     secret: dict = field(default_factory=dict)     # fsspec credentials
     aws_env: dict = field(default_factory=dict)    # AWS_* variables for Beam's S3 sink
+    secret_flags: list = field(default_factory=list)   # the options that carried credentials
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> tuple["StorageSettings", list[str]]:
@@ -100,6 +102,8 @@ class StorageSettings:
         per_protocol = not given or is_per_protocol(given)
         s3 = options.view_as(S3Options)
         public, secret = split_secrets(given)
+        secret_flags = ([STORAGE_FLAG] if secret else []) + [
+            flag for flag in S3_SECRET_FLAGS if getattr(s3, flag.removeprefix("--"))]
         public = _with_s3(public, {"endpoint_url": s3.s3_endpoint_url}, per_protocol)
         secret = _with_s3(secret, {"key": s3.s3_access_key_id, "secret": s3.s3_secret_access_key,
                                    "token": s3.s3_session_token}, per_protocol)
@@ -115,7 +119,7 @@ class StorageSettings:
             scrubbed.append(f"--s3_endpoint_url={endpoint}")
         check = PipelineOptions(scrubbed).view_as(S3Options)
         assert not (check.s3_access_key_id or check.s3_secret_access_key or check.s3_session_token)
-        return cls(public=public, secret=secret, aws_env=aws_env), scrubbed
+        return cls(public=public, secret=secret, aws_env=aws_env, secret_flags=secret_flags), scrubbed
 
     def fsspec_options(self) -> dict:
         """Complete options, for the launcher's own fsspec calls (checkpoint, summary)."""

@@ -17,6 +17,8 @@ import json
 
 import apache_beam as beam
 
+from transforms.write_tables import carrying_filesystem_settings
+
 TALLY = "tally"
 STATS_VERSION = 1
 
@@ -116,9 +118,10 @@ class RunStats(beam.PTransform):
 
     ``tallies``: what the stages emitted; the rest are the rows written to the tables."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, filesystem_settings=None):
         super().__init__()
         self._path = path
+        self._settings = filesystem_settings or {}
 
     def expand(self, pcolls):
         tallies, clips = pcolls["tallies"], pcolls["clips"]
@@ -138,4 +141,5 @@ class RunStats(beam.PTransform):
             | "AllTallies" >> beam.Flatten()
             | "Combine" >> beam.CombineGlobally(CombineRunStats())
             | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._path, num_shards=1, shard_name_template=""))
+            | "Write" >> carrying_filesystem_settings(
+                beam.io.WriteToText(self._path, num_shards=1, shard_name_template=""), self._settings))
