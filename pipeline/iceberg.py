@@ -114,7 +114,9 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
 
 def run_files(output: str, run_id: str, table: str, storage_options: dict | None = None) -> list[str]:
     """Full URIs of the Parquet files a run wrote for one table that hold rows."""
-    fs, root = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{run_id}/{table}", **(storage_options or {}))
+    from pipeline.run_layout import table_dir
+
+    fs, root = fsspec.core.url_to_fs(table_dir(output, run_id, table), **(storage_options or {}))
     found = sorted(fs.glob(f"{root}/*.parquet"))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     return files_with_rows([p if local else fs.unstrip_protocol(p) for p in found], storage_options)
