@@ -1,5 +1,6 @@
 """Clip scores from window scores, and the partial-failure rule (transforms/scoring/aggregate.py)."""
 import numpy as np
+from apache_beam.pvalue import TaggedOutput
 import pytest
 from apache_beam.ml.inference.base import PredictionResult
 
@@ -67,7 +68,10 @@ def test_score_windows_keeps_only_scores():
     scored = ScoredWindow(CLIP, 2, 20.48, 25.0, logits=np.float32([0.0, 2.0]), pooled=np.zeros(4, np.float32))
     fn = ScoreWindows("sigmoid")
     fn.setup()   # as Beam does before any bundle
-    [(key, out)] = list(fn.process(PredictionResult(window, scored)))
+    outputs = list(fn.process(PredictionResult(window, scored)))
+    # The window's scores, plus its tally for the run's statistics (transforms/run_stats.py).
+    [(key, out)] = [o for o in outputs if not isinstance(o, TaggedOutput)]
+    assert [o.value for o in outputs if isinstance(o, TaggedOutput)] == [("windows_scored", 1)]
     assert out.embedding is None   # pooled outputs travel on only with --emit_embeddings
     assert key == "a.wav" and (out.window_index, out.start_seconds, out.end_seconds) == (2, 20.48, 25.0)
     np.testing.assert_allclose(out.scores, [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-6)
