@@ -3,6 +3,13 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+# The suite's per-machine cache (compiled graphs, CPU kernels) is its own, never the user's.
+_TEST_CACHE = tempfile.TemporaryDirectory(prefix="audio_labelling_test_cache_")
+os.environ["AUDIO_LABELLING_CACHE_DIR"] = _TEST_CACHE.name
+
 import pytest  # noqa: E402
 
 from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402

@@ -35,6 +35,11 @@ _LOG = logging.getLogger(__name__)
 DISABLE_ENV = "AUDIO_LABELLING_COMPILE_CACHE"
 KEY_FILE = "key.json"
 _process_lock = threading.RLock()   # MindSpore's compile-cache switch is process-wide
+# MindSpore numbers the graphs it saves or loads per process (compile_cache_<n>.mindir, n
+# counting the compilations done with the cache on), so a process's second model with the
+# cache on looks for graph 1: count ours to know which file a hit needs.
+_cached_compiles_in_process = 0
+_MODEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ast_native.py")
 _MODEL_SOURCES = ("ast_native.py", "compile_cache.py", os.path.join("kernels", "ast_cpu_kernels.cc"))
 
 
@@ -109,8 +114,9 @@ class CompileCache:
         if stored != self.key:
             changed = sorted(k for k in set(stored) | set(self.key) if stored.get(k) != self.key.get(k))
             return False, f"key changed: {changed}"
-        if not any(os.path.getsize(p) > 0 for p in self._graphs()):
-            return False, "graph file missing"
+        wanted = f"compile_cache_{_cached_compiles_in_process}.mindir"
+        if not any(os.path.basename(p) == wanted and os.path.getsize(p) > 0 for p in self._graphs()):
+            return False, f"graph file {wanted} missing"
         return True, ""
 
     def wipe(self) -> None:
@@ -129,7 +135,7 @@ class CompileCache:
         with _process_lock, open(os.path.join(self.directory, ".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)      # one writer per machine; others then hit
             valid, why = self.is_valid()
-            if not valid and self._stored_key() is not None:
+            if not valid and self._stored_key() not in (None, self.key):
                 self.status, self.reason = "stale", why
                 _LOG.info("compiled graph cache stale (%s): rebuilding %s", why, self.directory)
                 self.wipe()
@@ -137,6 +143,14 @@ class CompileCache:
             else:
                 self.status, self.reason = ("hit", "") if valid else ("miss", why)
             before = self._graphs()
+            # MindSpore checks a cached graph against a hash of the process's entry script and
+            # what it imports (sys.argv[0]: a Beam worker, run_pipeline.py, a benchmark, or '-c',
+            # which it cannot open). The graph depends on the model's source, which the key
+            # holds; point that check at the model's own file so every entry point agrees.
+            from mindspore.common import api as ms_api
+
+            saved_entry = getattr(ms_api, "entry_script_path", None)
+            ms_api.entry_script_path = _MODEL_FILE
             ms.set_context(enable_compile_cache=True, compile_cache_path=self.directory)
             try:
                 yield self
@@ -145,7 +159,10 @@ class CompileCache:
                     self.wipe()   # a cached graph that fails to load is never tried again
                 raise
             finally:
+                global _cached_compiles_in_process
+                _cached_compiles_in_process += 1
                 ms.set_context(enable_compile_cache=False)
+                ms_api.entry_script_path = saved_entry
             after = self._graphs()
             if self.status == "hit" and after != before:
                 self.status, self.reason = "stale", "MindSpore rejected the cached graph and recompiled"
