@@ -85,7 +85,10 @@ Single ops, MindSpore graph vs PyTorch eager, then the custom kernel (load ~1.5-
   q.k^T, softmax and p.v without writing the 70M-element score tensor. A fused attention
   kernel (flash-attention style) is the next lever; not tried.
 * Compile cache (``compile_cache.py``): a second process loads the tiny model in 0.1-0.4 s
-  (first load 4-12 s under load); see the README for full size.
+  (first load 4-12 s under load). End to end (bench_pipeline.py --clips 24 --batch-size 4
+  --parts pytorch,pipeline --pipeline-runs 2, full size, load average 12.6 -> 10.3): decode +
+  PyTorch eager 424.0 s; pipeline cold (compiles) 337.9 s = 1.255x, warm (cache hit, no
+  warm-up batch) 291.9 s = 1.452x. Parts ran one after another, so contention differed.
 """
 from __future__ import annotations
 
