@@ -80,6 +80,9 @@ Single ops, MindSpore graph vs PyTorch eager, then the custom kernel (load ~1.5-
   PyTorch 23.4 s (PyTorch needs 1.22x the CPU time). Under that contention the wall ratio
   mostly measures how many runnable threads each process keeps: native kept 0.24-0.44
   cores, PyTorch 0.30-0.43.
+* Same command at a quieter moment (load average 2.8; other processes 0.70-0.90 cores):
+  native 0.229 clips/s vs PyTorch 0.218 (wall 1.05x), CPU time per batch 20.0 vs 21.3 s
+  (1.065x), logits max diff 3.3e-5; native load including compile 19.4 s.
 * Still MindSpore's and the remaining gap on AVX2: BatchMatMul for q.k^T (48 x 1214x64 @
   64x1214) runs at about half the GFLOP/s per core of the big MatMuls; PyTorch's sdpa fuses
   q.k^T, softmax and p.v without writing the 70M-element score tensor. A fused attention
