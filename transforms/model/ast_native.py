@@ -775,7 +775,7 @@ def load_native_ast(checkpoint_dir: str, batch_size: int = 8, device: str = "cpu
     runner.cpu_kernels = kernels
     from transforms.model import compile_cache as cc
 
-    if compile_cache and cc.enabled():
+    if compile_cache and cc.enabled() and cc.first_in_process():
         runner.compile_cache = cc.CompileCache(cc.model_key(
             checkpoint_dir, batch_size=batch_size, device=target.lower(), precision=precision,
             kernels=kernels, fuse_qkv=fuse_qkv))

@@ -43,6 +43,14 @@ _MODEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ast_nati
 _MODEL_SOURCES = ("ast_native.py", "compile_cache.py", os.path.join("kernels", "ast_cpu_kernels.cc"))
 
 
+def first_in_process() -> bool:
+    """Only a process's first model uses the cache. MindSpore numbers saved graphs per process;
+    a worker loads one model, and a graph saved as a process's second or later one
+    (compile_cache_1.mindir, ...) crashed a later process that loaded from the same directory
+    (a segfault seen in tests/test_model_copies.py after other loads in the test process)."""
+    return _cached_compiles_in_process == 0
+
+
 def enabled() -> bool:
     return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
