@@ -65,6 +65,8 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "schemas", "schemas.*"]),
     py_modules=["run_pipeline"],
+    # The AVX2 CPU kernels' C++ source: workers compile it on first use (transforms/model/cpu_kernels.py).
+    package_data={"transforms.model": ["kernels/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

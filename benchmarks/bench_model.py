@@ -34,7 +34,6 @@ os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"  # before anythi
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine_info import machine_info  # noqa: E402
 
 
 def _system_busy_seconds() -> float:
@@ -205,8 +206,7 @@ def main(argv=None) -> dict:
         "model": "AST full size (12 layers, hidden 768, 527 labels, 1024x128 input), random weights",
         "batch_size": args.batch_size, "repeats": args.repeats, "threads": args.threads,
         "pinned_cores": pinned,
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "mindspore": ms.__version__},
+        "machine": machine_info(),
         "load_s": {}, "seconds": {}, "clips_per_s": {}, "median_clips_per_s": {},
     }
     runners = {}
@@ -217,7 +217,6 @@ def main(argv=None) -> dict:
     if "pytorch" in backends:
         torch_proc = TorchProcess(ckpt, args.batch_size, args.threads, args.seed)
         report["load_s"]["pytorch"] = torch_proc.info["load_s"]
-        report["machine"]["torch"] = torch_proc.info["torch"]
         report["pytorch_threads"] = torch_proc.info["threads"]
         report["pytorch_attn_implementation"] = torch_proc.info["attn_implementation"]
         logits["pytorch"] = np.asarray(torch_proc.info["logits"], np.float32)
@@ -237,9 +236,9 @@ def main(argv=None) -> dict:
 
         try:
             from importlib.metadata import version
-            report["machine"]["mindnlp"] = version("mindnlp")
+            report["machine"]["libraries"]["mindnlp"] = version("mindnlp")
         except Exception:
-            report["machine"]["mindnlp"] = getattr(mindnlp, "__version__", "?")
+            report["machine"]["libraries"]["mindnlp"] = getattr(mindnlp, "__version__", "?")
         t = time.perf_counter()
         mn_model = ASTForAudioClassification.from_pretrained(ckpt).eval()
         mx = mtorch.tensor(x)
@@ -267,7 +266,7 @@ def main(argv=None) -> dict:
         if torch_proc is not None:
             torch_proc.close()
 
-    report["own_cores"], report["foreign_cores"] = {}, {}
+    report["own_cores"], report["foreign_cores"], report["median_cpu_seconds_per_batch"] = {}, {}, {}
     for b in order:
         secs = [m["seconds"] for m in runs[b]]
         cps = [args.batch_size / s for s in secs]
@@ -276,8 +275,13 @@ def main(argv=None) -> dict:
         report["median_clips_per_s"][b] = round(statistics.median(cps), 4)
         report["own_cores"][b] = [round(m["own_cores"], 2) for m in runs[b]]
         report["foreign_cores"][b] = [round(m["foreign_cores"], 2) for m in runs[b]]
+        report["median_cpu_seconds_per_batch"][b] = round(
+            statistics.median(m["seconds"] * m["own_cores"] for m in runs[b]), 3)
     report["note"] = ("own_cores: CPU cores the backend's process kept busy during each run; foreign_cores: "
-                      "cores used by other processes on the machine meanwhile (contention).")
+                      "cores used by other processes on the machine meanwhile (contention); "
+                      "cpu_seconds_per_batch: CPU time the backend spent per batch (less sensitive to "
+                      "other tenants than wall time, but blind to idle cores).")
+    report["machine_after"] = {"load_average_1_5_15": machine_info()["load_average_1_5_15"]}
     med = report["median_clips_per_s"]
     if "native" in med and "pytorch" in med:
         report["ratio_native_over_pytorch"] = round(med["native"] / med["pytorch"], 3)
@@ -288,8 +292,13 @@ def main(argv=None) -> dict:
             if other in logits:
                 report[f"max_abs_logit_diff_native_vs_{other}"] = float(
                     np.abs(logits["native"] - logits[other]).max())
+    cpu = report["median_cpu_seconds_per_batch"]
+    if "native" in cpu and "pytorch" in cpu and cpu["native"] > 0:
+        report["ratio_cpu_seconds_pytorch_over_native"] = round(cpu["pytorch"] / cpu["native"], 3)
     if "native" in runners:
         report["native_compile_count"] = native.compile_count
+        report["native_cpu_kernels"] = native.cpu_kernels is not None
+        report["native_compile_cache"] = native.compile_cache.status if native.compile_cache else "off"
 
     text = json.dumps(report, indent=2)
     print(text)

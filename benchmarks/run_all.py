@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from machine_info import machine_info  # noqa: E402
 
 
 def run_json(script: str, *args: str) -> dict:
@@ -39,8 +40,9 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        # CPU model, vector flags (AVX2 / AVX-512 / AMX), cores, load and library versions: the
+        # figures below hold for this kind of host only.
+        "machine": machine_info(),
         "model": run_json("bench_model.py", "--batch-size", "4", "--repeats", "1" if quick else "3"),
         "fbank": run_json("bench_fbank.py", "--repeats", "3" if quick else "7"),
         "pipeline": run_json("bench_pipeline.py", "--batch-size", "4", "--clips", "8" if quick else "192",

@@ -14,7 +14,8 @@ from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
 from pipeline.main import run
 from tests.audio_corpus import write_good
 from transforms.io.checkpoint import CHECKPOINT_FILES, inspect_checkpoint
-from transforms.io.checkpoint_cache import (CACHE_ENV, CHECKPOINTS_SUBFOLDER, CheckpointDigestMismatch,
+from transforms.io.machine_cache import CACHE_ENV
+from transforms.io.checkpoint_cache import (CHECKPOINTS_SUBFOLDER, CheckpointDigestMismatch,
                                             cache_key, fetch_checkpoint, sha256_of_file)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,8 +33,8 @@ import time
 
 from transforms.io.checkpoint import CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem
 from transforms.io.storage import retry
+from transforms.io.machine_cache import cache_root
 
-CACHE_ENV = "AUDIO_LABELLING_CACHE_DIR"
 CHECKPOINTS_SUBFOLDER = "checkpoints"
 _PARTIAL_PREFIXES = (".tmp-", ".trash-")
 STALE_PARTIAL_SECONDS = 24 * 3600
@@ -43,15 +43,6 @@ _LOG = logging.getLogger(__name__)
 
 class CheckpointDigestMismatch(CheckpointError):
     """The checkpoint a worker sees is not the one the launcher inspected."""
-
-
-def cache_root() -> str:
-    """The per-machine cache root shared by the project's caches (each in its own subfolder)."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return os.path.abspath(os.path.expanduser(configured))
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "audio-labelling")
 
 
 def sha256_of_file(path: str) -> str:
