@@ -13,7 +13,6 @@ from schemas.tables import CLIPS_SCHEMA
 from transforms.scoring.labels import load_label_map
 
 WHEN = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-SCORES_FIELD = pa.field("scores", pa.list_(pa.float32()))
 
 
 def clips_table(rows, model_labels, with_scores=False):
@@ -30,8 +29,8 @@ def clips_table(rows, model_labels, with_scores=False):
         if with_scores:
             record["scores"] = row[2]
         out.append(record)
-    schema = CLIPS_SCHEMA.append(SCORES_FIELD) if with_scores else CLIPS_SCHEMA
-    return pa.Table.from_pylist(out, schema=schema)
+    # The clips schema always has the scores column (null unless --emit_scores).
+    return pa.Table.from_pylist(out, schema=CLIPS_SCHEMA)
 
 
 def write_csv(tmp_path, name, text):
