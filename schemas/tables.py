@@ -15,6 +15,13 @@ import pyarrow as pa
 #    (Parquet FLOAT16 is unreadable in Spark).
 SCHEMA_VERSION = "4"
 
+def list_of(item: pa.DataType) -> pa.ListType:
+    """A list column as the files hold it: the Parquet specification's element name
+    (``list.element``, written with use_compliant_nested_type), which Spark, Trino and Iceberg's
+    name mapping expect, so a file's schema equals the declared one."""
+    return pa.list_(pa.field("element", item))
+
+
 LABEL_SCORE = pa.struct([
     pa.field("label", pa.string(), nullable=False),
     pa.field("index", pa.int32(), nullable=False),
@@ -28,8 +35,8 @@ _METADATA = {b"schema_version": SCHEMA_VERSION.encode()}
 # scores: the full score vector in label-index order (the vocabulary of --label_map when one is
 # given); embedding: the model's pooled output (for a clip, the mean over its windows).
 OPTIONAL_OUTPUTS = (
-    pa.field("scores", pa.list_(pa.float32())),      # --emit_scores
-    pa.field("embedding", pa.list_(pa.float32())),   # --emit_embeddings
+    pa.field("scores", list_of(pa.float32())),      # --emit_scores
+    pa.field("embedding", list_of(pa.float32())),   # --emit_embeddings
 )
 
 CLIPS_SCHEMA = pa.schema([
@@ -44,7 +51,7 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("truncated", pa.bool_()),                      # decoded less than the header claims
     pa.field("original_sample_rate", pa.int32()),
     pa.field("channels", pa.int32()),
-    pa.field("labels", pa.list_(LABEL_SCORE)),       # top-k of the aggregated window scores
+    pa.field("labels", list_of(LABEL_SCORE)),       # top-k of the aggregated window scores
     pa.field("num_windows", pa.int32()),              # windows the clip was cut into
     pa.field("aggregation", pa.string()),             # how window scores became clip scores: max|mean
     pa.field("silent", pa.bool_()),                   # digital silence: no sample above one 16-bit step
@@ -64,7 +71,7 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("window_index", pa.int32(), nullable=False),
     pa.field("start_seconds", pa.float64(), nullable=False),
     pa.field("end_seconds", pa.float64(), nullable=False),
-    pa.field("labels", pa.list_(LABEL_SCORE)),
+    pa.field("labels", list_of(LABEL_SCORE)),
     pa.field("run_id", pa.string(), nullable=False),
     *OPTIONAL_OUTPUTS,
 ], metadata=_METADATA)
