@@ -59,6 +59,34 @@ print(json.dumps({"counts": summary.counts(), "shards_skipped": summary.shards_s
 """
 
 
+# Rows per clips file of the fake history: a real run writes several shards, each a few
+# row groups (FILE_ROWS rows here make one file's row groups as the pipeline would cut them).
+FILE_ROWS = 50000
+
+
+def write_like_pipeline(rows: list[dict], path: str) -> None:
+    """A clips file as the pipeline's WriteClips writes it: Beam's WriteToParquet cuts a row group
+    each time its buffered 1000-row record batches reach row_group_buffer_size
+    (CLIPS_ROW_GROUP_BYTES), uncompressed (its default codec)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.tables import CLIPS_SCHEMA
+    from transforms.io.incremental import CLIPS_ROW_GROUP_BYTES
+
+    table = pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA)
+    with pq.ParquetWriter(path, CLIPS_SCHEMA, compression="none") as writer:
+        buffered, size = [], 0
+        for record_batch in table.to_batches(max_chunksize=1000):
+            if size >= CLIPS_ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(buffered, schema=CLIPS_SCHEMA))
+                buffered, size = [], 0
+            buffered.append(record_batch)
+            size += record_batch.nbytes
+        if buffered:
+            writer.write_table(pa.Table.from_batches(buffered, schema=CLIPS_SCHEMA))
+
+
 def write_history(out: str, size: int, model_sha256: str, current_shard: str, members: list[str]) -> None:
     """A finished earlier run 'history' under ``out`` labelling ``size`` archive clips, plus every
     member of ``current_shard`` at its current version."""
@@ -90,13 +118,11 @@ def write_history(out: str, size: int, model_sha256: str, current_shard: str, me
             shard_rows.append({"shard_uri": shard, "source_version": "etag:old", "audio_members": 1000,
                                "complete": True})
         batch.append(row(shard, f"{i % 1000:06d}.wav", "etag:old"))
-        if len(batch) == 50000:
-            pq.write_table(pa.Table.from_pylist(batch, schema=CLIPS_SCHEMA),
-                           f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+        if len(batch) == FILE_ROWS:
+            write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
             part, batch = part + 1, []
     batch += [row(current_shard, m, current_version) for m in members]
-    pq.write_table(pa.Table.from_pylist(batch, schema=CLIPS_SCHEMA),
-                   f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+    write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
     shard_rows.append({"shard_uri": current_shard, "source_version": current_version,
                        "audio_members": len(members), "complete": True})
     pq.write_table(pa.Table.from_pylist(shard_rows, schema=SHARD_STATS_SCHEMA),

@@ -16,6 +16,7 @@ from apache_beam.ml.inference.base import RunInference
 from schemas.tables import (
     CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, SHARD_STATS_SCHEMA, with_optional_outputs)
 from transforms.io.checkpoint import CheckpointInfo
+from transforms.io.incremental import CLIPS_ROW_GROUP_BYTES
 from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
@@ -50,7 +51,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # it is cut, so a worker holds about one batch of features at a time.
     sources = discovered.sources | "SpreadOverWorkers" >> beam.Reshuffle()
     if opts.skip_labelled:
-        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options)
+        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options,
+                                 checkpoint.weights_sha256)
     clips = (
         sources
         | "ReadSources" >> beam.ParDo(ReadSources(storage_options, checkpoint.weights_sha256))
@@ -86,7 +88,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     assembled.clips | "WriteClips" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "clips"),
         with_optional_outputs(CLIPS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
-        file_name_suffix=".parquet")
+        file_name_suffix=".parquet", row_group_buffer_size=CLIPS_ROW_GROUP_BYTES)
     assembled.segments | "WriteSegments" >> beam.io.WriteToParquet(
         table_prefix(opts.output, run_id, "segments"),
         with_optional_outputs(SEGMENTS_SCHEMA, opts.emit_scores, opts.emit_embeddings),
@@ -106,7 +108,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
-                   shard_files: tuple[str, ...], storage_options: dict):
+                   shard_files: tuple[str, ...], storage_options: dict, model_sha256: str):
     """SourceRefs -> (SourceRef, PreviousLabelling): a keyed join on the source URI against the
     earlier runs' clips rows and shard records, so each worker holds the history of the sources
     it reads, never the whole archive's (as a side input would, on every worker)."""
@@ -114,10 +116,10 @@ def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
         return (p
                 | f"Previous{name}Files" >> beam.Create(list(files))
                 | f"Spread{name}Files" >> beam.Reshuffle()
-                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options)))
+                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options, model_sha256)))
 
     return (
         {"source": sources | "BySourceUri" >> beam.Map(lambda s: (s.uri, s)),
          "labelled": history("Clips", clip_files), "shards": history("Shards", shard_files)}
         | "JoinPreviousRuns" >> beam.CoGroupByKey()
-        | "WithPrevious" >> beam.ParDo(JoinPrevious()))
+        | "WithPrevious" >> beam.ParDo(JoinPrevious(model_sha256)))
