@@ -9,7 +9,7 @@ generating N rows by really labelling N clips would take hours here. The current
 small shards: one the history says was labelled in full at its current version (skipped unread),
 one new (read and labelled). The whole pipeline then runs with --skip_labelled on the DirectRunner
 in multi_processing mode (--direct_num_workers workers, each a separate SDK worker process) in a
-fresh launcher process. The history is read by the workers (ReadAllFromParquet) and joined to
+fresh launcher process. The history is read by the workers (ReadPreviousRuns) and joined to
 the sources by key (CoGroupByKey), so no worker holds it all; Beam's DirectRunner does that
 shuffle in the launcher's (the runner's) process, as a cluster runner does in its shuffle service.
 
@@ -18,14 +18,28 @@ distribution metric of the join, read through main.run's result seam), the worke
 largest one) and the launcher/runner process's own peak RSS, and the run's counts. Exit status
 1 when the workers' peak at the largest size exceeds the smallest size's by more than --limit_mb.
 
-Measured 2026-11-30 (2 loaded cores): the history any source brought to its worker stayed at 3
-entries for 1 000, 10 000 and 100 000 history rows (a side input would put all of them on every
-worker), but the workers' peak RSS still grew by ~80 MB from 1 000 to 100 000 rows (826 -> 908
-MB), over the 50 MB limit. Not explained yet; a suspect is the DirectRunner's data plane: the
-worker that reads a history file streams every row of it to the runner's shuffle through an
-unbounded send queue, which fills when the runner process (on the same loaded cores) drains it
-slowly. A worker never holds the whole history as a structure, but this RSS figure does not yet
-show flat memory.
+The fake history is written as the pipeline's WriteClips writes a clips table (row groups cut at
+CLIPS_ROW_GROUP_BYTES of Arrow data, uncompressed), in files of FILE_ROWS rows like a run's shards.
+
+Measured 2026-11-30 (2 loaded cores, --workers 2; `python benchmarks/bench_skip_history_memory.py`):
+the history any source brought to its worker stayed at 3 entries for 1 000, 10 000 and 100 000
+history rows; workers' peak RSS 823.3 / 828.1 / 856.6 MB (+33.3 MB at 100 000, within the 50 MB
+limit); launcher 446.9 / 454.5 / 507.8 MB. Before this change (one 50 000-row group per file,
+threaded 4096-row reads, the weights' digest sent with every entry): 825.9 -> 911.8 MB (+86).
+
+Where the remaining growth comes from (traced with VmHWM at ReadPreviousRuns/JoinPrevious, not
+kept in the code): no worker holds the history as a structure, but each worker relays its part of
+it through Beam's data plane. The worker reading history files encodes every entry it emits into
+Beam's output buffer (flushed to the runner at 10 MB, then copied into gRPC messages); each worker
+running the join receives its share of the grouped history (here ~50 000 entries each, all of
+sources not in this run) while it sets up its DoFns. Both peaks grow with the bytes relayed
+(~61 encoded bytes per entry now, 129 before). Beam's buffers have fixed sizes (10 MB flush
+threshold, 5-message receive queue, 100 MB send queues in apache_beam/runners/worker/data_plane.py,
+not ours to change), so the growth should stop once a worker's share exceeds them; that plateau
+is NOT measured here (nothing beyond 100 000 rows). With Beam's flush threshold patched to 1 MB
+(experiment only, after the row-group change, before the digest was dropped) the reading worker's
+peak rose by ~30 MB over its 100 000 entries instead of ~65 MB. So the figure is not flat at
+these sizes; it grows with the bytes relayed, not with a copy of the history held.
 """
 from __future__ import annotations
 
@@ -59,6 +73,34 @@ print(json.dumps({"counts": summary.counts(), "shards_skipped": summary.shards_s
 """
 
 
+# Rows per clips file of the fake history: a real run writes several shards, each a few
+# row groups (FILE_ROWS rows here make one file's row groups as the pipeline would cut them).
+FILE_ROWS = 50000
+
+
+def write_like_pipeline(rows: list[dict], path: str) -> None:
+    """A clips file as the pipeline's WriteClips writes it: Beam's WriteToParquet cuts a row group
+    each time its buffered 1000-row record batches reach row_group_buffer_size
+    (CLIPS_ROW_GROUP_BYTES), uncompressed (its default codec)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.tables import CLIPS_SCHEMA
+    from transforms.io.incremental import CLIPS_ROW_GROUP_BYTES
+
+    table = pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA)
+    with pq.ParquetWriter(path, CLIPS_SCHEMA, compression="none") as writer:
+        buffered, size = [], 0
+        for record_batch in table.to_batches(max_chunksize=1000):
+            if size >= CLIPS_ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(buffered, schema=CLIPS_SCHEMA))
+                buffered, size = [], 0
+            buffered.append(record_batch)
+            size += record_batch.nbytes
+        if buffered:
+            writer.write_table(pa.Table.from_batches(buffered, schema=CLIPS_SCHEMA))
+
+
 def write_history(out: str, size: int, model_sha256: str, current_shard: str, members: list[str]) -> None:
     """A finished earlier run 'history' under ``out`` labelling ``size`` archive clips, plus every
     member of ``current_shard`` at its current version."""
@@ -90,13 +132,11 @@ def write_history(out: str, size: int, model_sha256: str, current_shard: str, me
             shard_rows.append({"shard_uri": shard, "source_version": "etag:old", "audio_members": 1000,
                                "complete": True})
         batch.append(row(shard, f"{i % 1000:06d}.wav", "etag:old"))
-        if len(batch) == 50000:
-            pq.write_table(pa.Table.from_pylist(batch, schema=CLIPS_SCHEMA),
-                           f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+        if len(batch) == FILE_ROWS:
+            write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
             part, batch = part + 1, []
     batch += [row(current_shard, m, current_version) for m in members]
-    pq.write_table(pa.Table.from_pylist(batch, schema=CLIPS_SCHEMA),
-                   f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+    write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
     shard_rows.append({"shard_uri": current_shard, "source_version": current_version,
                        "audio_members": len(members), "complete": True})
     pq.write_table(pa.Table.from_pylist(shard_rows, schema=SHARD_STATS_SCHEMA),

@@ -15,6 +15,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA, SEGMENTS_SCHEMA, SHARD_STATS_SCHEMA
 from transforms.io.checkpoint import CheckpointInfo
+from transforms.io.incremental import CLIPS_ROW_GROUP_BYTES
 from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
@@ -51,7 +52,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # it is cut, so a worker holds about one batch of features at a time.
     sources = discovered.sources | "SpreadOverWorkers" >> beam.Reshuffle()
     if opts.skip_labelled:
-        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options)
+        sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options,
+                                 checkpoint.weights_sha256)
     clips = (
         sources
         | "ReadSources" >> beam.ParDo(ReadSources(storage_options, checkpoint.weights_sha256,
@@ -91,7 +93,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     settings = filesystem_settings(opts)
     assembled.clips | "WriteClips" >> WriteTable(
         table_prefix(opts.output, run_id, "clips"),
-        CLIPS_SCHEMA, settings, file_name_suffix=".parquet")
+        CLIPS_SCHEMA, settings, file_name_suffix=".parquet", row_group_buffer_size=CLIPS_ROW_GROUP_BYTES)
     assembled.segments | "WriteSegments" >> WriteTable(
         table_prefix(opts.output, run_id, "segments"), SEGMENTS_SCHEMA, settings,
         file_name_suffix=".parquet")
@@ -112,7 +114,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
-                   shard_files: tuple[str, ...], storage_options: dict):
+                   shard_files: tuple[str, ...], storage_options: dict, model_sha256: str):
     """SourceRefs -> (SourceRef, PreviousLabelling): a keyed join on the source URI against the
     earlier runs' clips rows and shard records, so each worker holds the history of the sources
     it reads, never the whole archive's (as a side input would, on every worker)."""
@@ -120,10 +122,10 @@ def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
         return (p
                 | f"Previous{name}Files" >> beam.Create(list(files))
                 | f"Spread{name}Files" >> beam.Reshuffle()
-                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options)))
+                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options, model_sha256)))
 
     return (
         {"source": sources | "BySourceUri" >> beam.Map(lambda s: (scrub_url(s.uri), s)),
          "labelled": history("Clips", clip_files), "shards": history("Shards", shard_files)}
         | "JoinPreviousRuns" >> beam.CoGroupByKey()
-        | "WithPrevious" >> beam.ParDo(JoinPrevious()))
+        | "WithPrevious" >> beam.ParDo(JoinPrevious(model_sha256)))

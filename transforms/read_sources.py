@@ -49,13 +49,20 @@ def member_clip_id(shard_uri: str, member_name: str) -> str:
 
 class ReadPreviousRuns(beam.DoFn):
     """A Parquet file of an earlier run -> keyed history entries for the join with this run's
-    sources: ``clips`` files -> (source uri, (member, labelling key)); ``shards`` files (shard
-    statistics) -> (shard uri, (version, audio members)) of complete reads. Streams the file a
-    batch of rows at a time, so a worker's memory does not grow with the history."""
+    sources: ``clips`` files -> (source uri, (member, source version)) of the rows labelled by
+    this run's weights (``model_sha256``); ``shards`` files (shard statistics) -> (shard uri,
+    (version, audio members)) of complete reads. Streams the file a batch of rows at a time, so
+    a worker's memory does not grow with the history.
 
-    def __init__(self, kind: str, storage_options: dict | None = None):
+    Rows of other weights can never match this run (labelling_key), so they are dropped here,
+    and the weights' digest is not sent with every entry (JoinPrevious puts it back): every
+    entry crosses the runner's data plane and shuffle, and on the DirectRunner a worker's peak
+    memory grows with the bytes it relays (benchmarks/bench_skip_history_memory.py)."""
+
+    def __init__(self, kind: str, storage_options: dict | None = None, model_sha256: str | None = None):
         self._kind = kind
         self._storage_options = storage_options
+        self._model_sha256 = model_sha256
         self._storage = None
 
     def setup(self):
@@ -68,7 +75,9 @@ class ReadPreviousRuns(beam.DoFn):
                 if clips:
                     entry = previous_entry(row)
                     if entry is not None:
-                        yield entry
+                        uri, (member, (sha, version)) = entry
+                        if sha == self._model_sha256:
+                            yield uri, (member, version)
                 elif row["complete"] and row["source_version"]:
                     yield row["shard_uri"], (row["source_version"], row["audio_members"])
 
@@ -78,7 +87,8 @@ class JoinPrevious(beam.DoFn):
     PreviousLabelling): one source with what earlier runs know about it alone. URIs that only
     earlier runs know (not discovered this time) end here."""
 
-    def __init__(self):
+    def __init__(self, model_sha256: str | None = None):
+        self._model_sha256 = model_sha256
         # How much history one source brought to its worker (dashboards, benchmarks): bounded by
         # the source's own members times its earlier labellings, not by the archive's history.
         self._held = beam.metrics.Metrics.distribution(NAMESPACE, "history_entries_per_source")
@@ -88,7 +98,10 @@ class JoinPrevious(beam.DoFn):
         sources = list(grouped["source"])
         if not sources:
             return
-        known = PreviousLabelling.of(grouped["labelled"], grouped["shards"])
+        # ReadPreviousRuns kept only this run's weights' rows and sent their version alone.
+        labelled = ((member, labelling_key(self._model_sha256, version))
+                    for member, version in grouped["labelled"])
+        known = PreviousLabelling.of(labelled, grouped["shards"])
         self._held.update(sum(len(keys) for keys in known.labelled.values()))
         for source in sources:   # discovery yields each URI once; more would each be read
             yield source, known

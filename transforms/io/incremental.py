@@ -15,9 +15,18 @@ from typing import BinaryIO
 
 # Columns of the clips table the join reads.
 CLIPS_COLUMNS = ["clip_id", "shard_uri", "member_name", "source_version", "model_sha256"]
-# Rows turned into Python values at a time: a worker's memory for reading history is one row
-# group's columns (Arrow) plus this many rows, however many rows the file or the history holds.
-HISTORY_BATCH_ROWS = 4096
+# Rows turned into Python values at a time: a worker's memory for reading history is what the
+# Parquet reader holds for one row group of these columns plus this many rows as Python values,
+# however many rows the file or the history holds.
+HISTORY_BATCH_ROWS = 1024
+# Bound on the Arrow bytes of one row group of the clips table the pipeline writes
+# (pipeline/build.py, Beam's WriteToParquet row_group_buffer_size; Beam's default is 64 MiB).
+# --skip_labelled workers read earlier runs' clips files one row group at a time, and the Parquet
+# reader's footprint grows with the row group's rows (measured with pyarrow 25 on the join's
+# columns, one thread, 1024-row batches: a file of one 50 000-row group raised peak RSS by 33 MB,
+# 100 000 rows in 10 000-row groups by 19 MB). 4 MiB is ~10 000 rows without scores or
+# embeddings, fewer with them; it also bounds what the writer buffers.
+CLIPS_ROW_GROUP_BYTES = 4 << 20
 
 
 def labelling_key(model_sha256: str | None, source_version: str | None) -> tuple[str, str] | None:
@@ -48,7 +57,9 @@ def iter_parquet_rows(raw: BinaryIO, columns: list[str] | None,
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(raw)
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+    # One decoding thread: a handful of small string columns gains little from more, and the
+    # threaded reader raised peak RSS by 8-10 MB more per file (measured, pyarrow 25).
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
         yield from batch.to_pylist()
 
 
