@@ -12,7 +12,7 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
 from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
@@ -21,7 +21,7 @@ from pipeline.publish import (  # noqa: E402
     write_manifest)
 from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import NothingDiscoveredError, RunSummary  # noqa: E402
-from pipeline.worker_reach import check_worker_reach  # noqa: E402
+from pipeline.worker_reach import check_worker_reach, runner_name  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
@@ -77,8 +77,7 @@ UNSUPPORTED_RUNNERS = {
 
 
 def refuse_unsupported_runner(options: PipelineOptions) -> None:
-    runner = options.view_as(StandardOptions).runner
-    given = str(runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1].lower()
+    given = runner_name(options).rsplit(".", 1)[-1].lower()
     for name, why in UNSUPPORTED_RUNNERS.items():
         # Beam takes the name in any case, with or without the "Runner" suffix ("dask").
         if given in (name.lower(), name.lower().removesuffix("runner")):

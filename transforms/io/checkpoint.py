@@ -102,6 +102,19 @@ def check_safetensors_header(fs, path: str, config: dict, uri: str) -> None:
                               f"config.json implies {expected} (labels x hidden_size)")
 
 
+def sha256_of_stream(f) -> str:
+    """SHA-256 of an open binary file, read in 4 MiB blocks (weights are hundreds of MB)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return sha256_of_stream(f)
+
+
 def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> CheckpointInfo:
     """Validates the directory and fingerprints the weights; fails fast with one clear message."""
     fs, root = checkpoint_filesystem(uri, storage_options)
@@ -128,22 +141,20 @@ def inspect_checkpoint(uri: str, storage_options: dict | None = None) -> Checkpo
         preprocessor, file_sha256[PREPROCESSOR_FILE] = _read_json(
             fs, f"{root}/{PREPROCESSOR_FILE}", PREPROCESSOR_FILE)
     check_safetensors_header(fs, f"{root}/{WEIGHTS_FILE}", config, uri)
-    digest = hashlib.sha256()
     with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
+        weights_sha256 = sha256_of_stream(f)
     if CHECKSUMS_FILE in names:
         expected = _expected_sha256(fs, f"{root}/{CHECKSUMS_FILE}", uri)
-        if expected != digest.hexdigest():
+        if expected != weights_sha256:
             raise CheckpointError(
                 f"{WEIGHTS_FILE} in {uri} does not match {CHECKSUMS_FILE}: expected sha256 {expected}, "
-                f"got {digest.hexdigest()}; the weights were changed or corrupted")
+                f"got {weights_sha256}; the weights were changed or corrupted")
     return CheckpointInfo(
         uri=uri,
         model_id=config.get("_name_or_path") or os.path.basename(root),
-        weights_sha256=digest.hexdigest(),
+        weights_sha256=weights_sha256,
         config=config,
         labels=labels,
         features=FeatureConfig.from_preprocessor_config(preprocessor, config),
-        file_sha256={**file_sha256, WEIGHTS_FILE: digest.hexdigest()},
+        file_sha256={**file_sha256, WEIGHTS_FILE: weights_sha256},
     )

@@ -31,7 +31,8 @@ import shutil
 import tempfile
 import time
 
-from transforms.io.checkpoint import CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem
+from transforms.io.checkpoint import (CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem,
+                                      sha256_of_file)
 from transforms.io.storage import retry
 from transforms.io.machine_cache import cache_root
 
@@ -43,14 +44,6 @@ _LOG = logging.getLogger(__name__)
 
 class CheckpointDigestMismatch(CheckpointError):
     """The checkpoint a worker sees is not the one the launcher inspected."""
-
-
-def sha256_of_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(file_sha256: dict[str, str]) -> str:

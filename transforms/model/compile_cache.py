@@ -29,6 +29,7 @@ import os
 import shutil
 import threading
 
+from transforms.io.checkpoint import sha256_of_file
 from transforms.io.machine_cache import cache_subdir
 
 _LOG = logging.getLogger(__name__)
@@ -55,14 +56,6 @@ def enabled() -> bool:
     return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sources_sha256() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha256()
@@ -80,7 +73,7 @@ def model_key(checkpoint_dir: str, *, batch_size: int, device: str, precision: s
     with open(os.path.join(checkpoint_dir, "config.json"), "rb") as f:
         config_sha = hashlib.sha256(f.read()).hexdigest()
     return {
-        "weights_sha256": file_sha256(os.path.join(checkpoint_dir, "model.safetensors")),
+        "weights_sha256": sha256_of_file(os.path.join(checkpoint_dir, "model.safetensors")),
         "config_sha256": config_sha,
         "batch_size": int(batch_size),
         "device": device,
