@@ -104,12 +104,8 @@ class FlakyStream(io.BytesIO):
         return super().read(left if size < 0 else min(size, left))   # a short read, then the drop
 
 
-@pytest.mark.parametrize("compression", ["", "gz"])
-def test_a_dropped_connection_resumes_without_repeating_or_losing_members(compression):
-    members = []
-    for i in range(8):
-        members += [(f"k{i}.flac", os.urandom(2000)), (f"k{i}.json", json_bytes({"i": i}))]
-    data = make_tar(members, compression)
+def read_with_one_dropped_connection(data: bytes):
+    """Read a shard whose first connection drops halfway: (reader, items, opens)."""
     opens = []
 
     def open_shard():
@@ -117,7 +113,16 @@ def test_a_dropped_connection_resumes_without_repeating_or_losing_members(compre
         return FlakyStream(data, len(data) // 2 if len(opens) == 1 else None)
 
     reader = ShardReader("s3://b/s.tar", open_shard, policy=NO_WAIT)
-    items = list(reader)
+    return reader, list(reader), opens
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_a_dropped_connection_resumes_without_repeating_or_losing_members(compression):
+    members = []
+    for i in range(8):
+        members += [(f"k{i}.flac", os.urandom(2000)), (f"k{i}.json", json_bytes({"i": i}))]
+    data = make_tar(members, compression)
+    reader, items, opens = read_with_one_dropped_connection(data)
     assert [i.member_name for i in items] == [f"k{i}.flac" for i in range(8)]
     assert [json.loads(i.meta)["i"] for i in items] == list(range(8))
     assert [i.data for i in items] == [d for n, d in members if n.endswith(".flac")]
@@ -237,14 +242,7 @@ def test_a_dropped_connection_inside_a_shared_key_sample_repeats_and_loses_nothi
     members = [("spk01.json", json_bytes({"s": 1}))] + [(f"spk01.utt{i:02d}.wav", os.urandom(3000))
                                                          for i in range(10)]
     data = make_tar(members, compression)
-    opens = []
-
-    def open_shard():
-        opens.append(1)
-        return FlakyStream(data, len(data) // 2 if len(opens) == 1 else None)
-
-    reader = ShardReader("s3://b/s.tar", open_shard, policy=NO_WAIT)
-    items = list(reader)
+    reader, items, opens = read_with_one_dropped_connection(data)
     assert [(i.member_name, i.data) for i in items] == members[1:]
     assert all(i.meta == '{"s": 1}' for i in items)
     assert len(opens) == 2 and reader.stats.resumed == 1
