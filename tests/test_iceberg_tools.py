@@ -231,3 +231,19 @@ def test_evaluate_the_current_labels(archive, tmp_path):
     # Every run's rows together match a.wav twice: the current view is what makes this work.
     with pytest.raises(EvaluationError, match="two clips rows match"):
         evaluate(pa.concat_tables([r1, r2]), load_truth(truth))
+
+
+def test_documented_sql_gives_the_current_labels(archive):
+    import duckdb
+
+    text = open(os.path.join(os.path.dirname(__file__), os.pardir, "docs", "lakehouse.md"), encoding="utf-8").read()
+    query = re.findall(r"```sql\n(.*?)```", text.split("## The current labels", 1)[1], flags=re.S)[0]
+    clips = read_iceberg_table(archive["catalog"], DEFAULT_NAMESPACE, "clips", all_runs=True)  # noqa: F841 (DuckDB reads it)
+    from_sql = duckdb.sql(query).arrow()
+    from_sql = from_sql.read_all() if hasattr(from_sql, "read_all") else from_sql
+    expected = read_iceberg_table(archive["catalog"], DEFAULT_NAMESPACE, "clips")
+    assert from_sql.num_rows == expected.num_rows == 4
+    key = ["clip_id", "run_id", "labelled_at"]
+    assert sorted(zip(*(from_sql.column(c).to_pylist() for c in key))) == \
+        sorted(zip(*(expected.column(c).to_pylist() for c in key)))
+    assert _by_name(from_sql)["a.wav"]["labels"] == _by_name(expected)["a.wav"]["labels"]
