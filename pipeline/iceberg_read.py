@@ -74,9 +74,9 @@ def current_rows(table: pa.Table) -> pa.Table:
     ids = order.column("clip_id")
     first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
     keep = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True).combine_chunks()])
-    # Back in the table's own order (by first appearance), so a scan and its view line up.
-    rows = pc.sort_indices(order.column("_row").filter(keep))
-    return table.take(order.column("_row").filter(keep).take(rows))
+    kept = order.column("_row").filter(keep)
+    # In the scan's own row order: the view is the scan with the superseded rows left out.
+    return table.take(kept.take(pc.sort_indices(kept)))
 
 
 def read_iceberg_table(catalog, namespace: str, table: str, run_id: str | None = None,

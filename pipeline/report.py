@@ -383,7 +383,8 @@ def build_iceberg_report(catalog, namespace: str, run_id: str | None, out: str) 
     from pipeline.iceberg_read import (committed_runs, current_errors, load_label_table, read_iceberg_table,
                                        run_snapshot)
 
-    clips = read_iceberg_table(catalog, namespace, "clips", run_id, REPORT_COLUMNS["clips"] + ["clip_id", "source_uri"])
+    clips = read_iceberg_table(catalog, namespace, "clips", run_id,
+                               REPORT_COLUMNS["clips"] + ["clip_id", "source_uri"])
     errors = read_iceberg_table(catalog, namespace, "errors", run_id,
                                 REPORT_COLUMNS["errors"] + ["clip_id", "run_id", "recorded_at"])
     clips_table = load_label_table(catalog, namespace, "clips")
@@ -407,7 +408,7 @@ def build_iceberg_report(catalog, namespace: str, run_id: str | None, out: str) 
         errors = current_errors(errors, clips)
     throughput = Chart("throughput", "Throughput", None,
                        "skipped: the Iceberg tables record each run's counts, not its timings; report the run "
-                       "folder (--run <output>/<run_id>) for throughput")
+                       "folder (--run) for throughput")
     charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
               windows_chart(None, clips), throughput]
     return _write_report(out, charts, render_html(heading, charts, clips, errors, None, heading=heading,

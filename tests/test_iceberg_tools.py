@@ -238,8 +238,10 @@ def test_documented_sql_gives_the_current_labels(archive):
 
     text = open(os.path.join(os.path.dirname(__file__), os.pardir, "docs", "lakehouse.md"), encoding="utf-8").read()
     query = re.findall(r"```sql\n(.*?)```", text.split("## The current labels", 1)[1], flags=re.S)[0]
-    clips = read_iceberg_table(archive["catalog"], DEFAULT_NAMESPACE, "clips", all_runs=True)  # noqa: F841 (DuckDB reads it)
-    from_sql = duckdb.sql(query).arrow()
+    every_run = read_iceberg_table(archive["catalog"], DEFAULT_NAMESPACE, "clips", all_runs=True)
+    connection = duckdb.connect()
+    connection.register("clips", every_run)      # the relation the query names
+    from_sql = connection.sql(query).arrow()
     from_sql = from_sql.read_all() if hasattr(from_sql, "read_all") else from_sql
     expected = read_iceberg_table(archive["catalog"], DEFAULT_NAMESPACE, "clips")
     assert from_sql.num_rows == expected.num_rows == 4
