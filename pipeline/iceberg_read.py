@@ -153,9 +153,12 @@ def open_catalog_for_reading(name: str, output: str | None = None):
     if Config().get_catalog_config(name):
         return _open(name, output or "")
     if output is None:
-        raise IcebergReadError(f"catalog {name!r} is not configured (.pyiceberg.yaml or "
-                               f"PYICEBERG_CATALOG__{name.upper()}__*); for the embedded catalog of a local "
-                               f"output root, pass --output ROOT as the run did")
+        # pyiceberg reads '_' in these variable names as '-', so they cannot name such a catalog.
+        variables = (f" or PYICEBERG_CATALOG__{name.upper()}__*" if "_" not in name else
+                     "; environment variables cannot name a catalog with '_'")
+        raise IcebergReadError(f"catalog {name!r} is not configured (.pyiceberg.yaml{variables}); for the "
+                               f"embedded catalog of a local output root, pass the runs' --output (report: --output "
+                               f"ROOT; both tools: --iceberg_output ROOT)")
     if "://" in output and not output.startswith("file://"):
         return _open(name, output)   # its error says how to configure one
     database = os.path.join(os.path.abspath(output.removeprefix("file://")), "_iceberg", "catalog.db")

@@ -15,8 +15,8 @@ def add_iceberg_source_arguments(parser: argparse.ArgumentParser, group, run_id_
     (``--output`` as in run_pipeline.py where the tool has no --output of its own)."""
     group.add_argument("--iceberg_catalog", default=None, metavar="NAME",
                        help="read the Iceberg tables <namespace>.{clips,errors} of this pyiceberg catalog "
-                            "(.pyiceberg.yaml / PYICEBERG_CATALOG__<NAME>__*, or the embedded catalog of "
-                            "--output) instead")
+                            "(.pyiceberg.yaml / PYICEBERG_CATALOG__<NAME>__*, or the embedded catalog of a "
+                            "local output root) instead")
     parser.add_argument("--iceberg_namespace", default=None, metavar="NS",
                         help=f"with --iceberg_catalog: the tables' namespace (default {DEFAULT_NAMESPACE})")
     parser.add_argument("--run_id", default=None, help=f"with --iceberg_catalog: {run_id_help}")

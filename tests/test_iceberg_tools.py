@@ -21,7 +21,7 @@ from pipeline.main import run
 from pipeline.report import build_report
 from pipeline.report import main as report_main
 
-CATALOG = "tools_embedded"   # no .pyiceberg.yaml or PYICEBERG_CATALOG__TOOLS_EMBEDDED__* names it
+CATALOG = "toolstest"   # no .pyiceberg.yaml or PYICEBERG_CATALOG__TOOLSTEST__* names it
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_source_flags_are_checked(archive, tmp_path, capsys):
         report_main(["--run", "x", "--run_id", "r1"])
     assert "--run_id: only with --iceberg_catalog" in capsys.readouterr().err
     assert report_main(["--iceberg_catalog", CATALOG]) == 2
-    assert "pass --output ROOT" in capsys.readouterr().err
+    assert "--iceberg_output ROOT" in capsys.readouterr().err
     # An output root no run committed to: an error, and no catalog is created there.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -249,3 +249,15 @@ def test_documented_sql_gives_the_current_labels(archive):
     assert sorted(zip(*(from_sql.column(c).to_pylist() for c in key))) == \
         sorted(zip(*(expected.column(c).to_pylist() for c in key)))
     assert _by_name(from_sql)["a.wav"]["labels"] == _by_name(expected)["a.wav"]["labels"]
+
+
+def test_a_configured_catalog_needs_no_output(archive, tmp_path, monkeypatch):
+    """The catalog as pyiceberg users configure one (here: the runs' SQLite file, by variables;
+    pyiceberg's SQL catalog keeps tables per catalog name, so the name stays)."""
+    from pipeline.iceberg import embedded_catalog_properties
+
+    for key, value in embedded_catalog_properties(archive["output"]).items():
+        monkeypatch.setenv(f"PYICEBERG_CATALOG__{CATALOG.upper()}__{key.upper()}", value)
+    out = tmp_path / "r"
+    assert report_main(["--iceberg_catalog", CATALOG, "--run_id", "r2", "--out", str(out)]) == 0
+    assert _summary_cells((out / "index.html").read_text(encoding="utf-8"))["clips labelled"] == "2"
