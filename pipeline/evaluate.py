@@ -3,6 +3,13 @@
     python -m pipeline.evaluate --predictions <clips dir | run dir | .parquet> --truth <csv>
         [--label_map map.csv] [--mode single|multi] [--model <checkpoint dir>]
         [--class_labels class_labels_indices.csv] [--fold 1 --fold 2] [--output report.json]
+    python -m pipeline.evaluate --iceberg_catalog NAME [--iceberg_namespace NS] [--run_id ID]
+        [--iceberg_output ROOT] --truth <csv> ...
+
+The predictions come from a Parquet path or from the Iceberg clips table runs were committed to
+(``--iceberg_catalog``; ``--iceberg_output`` names the local output root of an unconfigured, embedded
+catalog): one run's rows with ``--run_id``, otherwise the archive's current labels, the latest row
+per clip over all runs (pipeline/iceberg_read.py).
 
 Ground truth (a CSV with a header row; lines starting with '#' are skipped, except an AudioSet
 header written as ``# YTID, start_seconds, end_seconds, positive_labels``):
@@ -58,6 +65,8 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
+from pipeline.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,
+                                     open_source_catalog)
 from pipeline.table_files import read_parquet_path
 from transforms.scoring.labels import LabelMap, load_label_map, roll_up
 
@@ -506,8 +515,11 @@ def render(report: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictions", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions",
                         help="clips table: a .parquet file, a directory of part files, or a run directory")
+    add_iceberg_source_arguments(parser, source, "evaluate this run's clips; without it, the archive's current "
+                                                 "labels (the latest row per clip over all runs)")
     parser.add_argument("--truth", required=True, help="ground-truth CSV (see above)")
     parser.add_argument("--label_map", default=None, help="CSV source_label,target_label")
     parser.add_argument("--mode", choices=MODES, default=None,
@@ -524,20 +536,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_predictions(args: argparse.Namespace) -> pa.Table:
+    """The clips table the command line names: --predictions, or the Iceberg clips table (one
+    run's rows with --run_id, else the archive's current labels)."""
+    if not args.iceberg_catalog:
+        return read_parquet_path(args.predictions, "clips")
+    from pipeline.iceberg_read import read_iceberg_table
+
+    return read_iceberg_table(open_source_catalog(args), args.iceberg_namespace, "clips", args.run_id)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_iceberg_source_arguments(parser, args)
     try:
         mids = load_mid_names(args.class_labels) if args.class_labels else None
         truth = load_truth(args.truth, folds=args.fold, mid_names=mids)
         label_map = load_label_map(args.label_map) if args.label_map else None
         model_labels = model_labels_from_checkpoint(args.model) if args.model else None
-        clips = read_parquet_path(args.predictions, "clips")
+        clips = read_predictions(args)
         report = evaluate(clips, truth, args.mode, label_map, model_labels, args.top_confusions)
-    except (EvaluationError, ValueError, FileNotFoundError) as e:
+    except (EvaluationError, ValueError, FileNotFoundError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report["inputs"] = {"predictions": args.predictions, "truth": args.truth, "label_map": args.label_map,
                         "model": args.model, "folds": args.fold}
+    if args.iceberg_catalog:
+        report["inputs"]["iceberg"] = {"catalog": args.iceberg_catalog, "namespace": args.iceberg_namespace,
+                                       "run_id": args.run_id,
+                                       "rows": "run" if args.run_id else "current labels (latest row per clip)"}
     print(render(report))
     if args.output:
         with fsspec.open(args.output, "w") as f:

@@ -1,6 +1,8 @@
 """One self-contained HTML report of a finished run, with its charts beside it as PNG files. Beam-free.
 
     python -m pipeline.report --run <output>/_runs/<run_id> [--out report_dir]
+    python -m pipeline.report --iceberg_catalog NAME [--iceberg_namespace NS] [--run_id ID]
+        [--output ROOT] [--out report_dir]
 
 Writes ``<out>/index.html`` (every chart embedded as a base64 PNG data URI, so the file can be
 mailed or attached on its own) and the same charts as ``<out>/*.png``. ``--out`` defaults to
@@ -12,6 +14,13 @@ Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, 
 the run directory, normally the ``_MANIFEST.json`` a finished run ends with; see
 pipeline/run_timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
 is reported all the same, with a warning that the run may not have finished.
+
+From the Iceberg tables runs were committed to (``--iceberg_catalog``; ``--output`` names the local
+output root of an unconfigured, embedded catalog, as for run_pipeline.py): run ``--run_id``'s rows,
+with the counts its snapshot summary records, or without ``--run_id`` the archive's current labels
+(the latest row per clip over all runs) and the errors of inputs no later run labelled. The
+throughput chart is left out there (snapshots carry counts, not timings). ``--out`` defaults to
+``./report_<run_id>`` or ``./report_current``.
 """
 from __future__ import annotations
 
@@ -40,6 +49,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pipeline.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,  # noqa: E402
+                                     open_source_catalog)
 from pipeline.run_timings import MANIFEST_FILE, TIMING_FILES, read_run_timings  # noqa: E402
 from pipeline.table_files import read_optional_table  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
@@ -160,11 +171,11 @@ def errors_chart(errors: pa.Table) -> Chart:
     return Chart("errors", title, _png(fig))
 
 
-def windows_per_clip(run: str, clips: pa.Table) -> tuple[np.ndarray | None, str]:
+def windows_per_clip(run: str | None, clips: pa.Table) -> tuple[np.ndarray | None, str]:
     if "num_windows" in clips.column_names:
         values = [v for v in clips.column("num_windows").to_pylist() if v is not None]
         return np.asarray(values, dtype=np.int64), "the clips table's num_windows column"
-    for name in WINDOW_TABLES:
+    for name in WINDOW_TABLES if run is not None else ():
         table = read_optional_table(run, name, ["clip_id"])
         if table is not None and "clip_id" in table.column_names:
             counts = collections.Counter(table.column("clip_id").to_pylist())
@@ -172,7 +183,7 @@ def windows_per_clip(run: str, clips: pa.Table) -> tuple[np.ndarray | None, str]
     return None, ""
 
 
-def windows_chart(run: str, clips: pa.Table) -> Chart:
+def windows_chart(run: str | None, clips: pa.Table) -> Chart:
     title = "Windows per clip"
     values, source = windows_per_clip(run, clips)
     if values is None:
@@ -256,8 +267,10 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | None) -> list[list]:
-    rows = [["run directory", run], ["clips labelled", clips.num_rows], ["inputs not labelled (errors)", errors.num_rows]]
+def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | None,
+                  source: list[list] | None = None) -> list[list]:
+    rows = [*(source or [["run directory", run]]), ["clips labelled", clips.num_rows],
+            ["inputs not labelled (errors)", errors.num_rows]]
     meta = clips.schema.metadata or {}
     if b"schema_version" in meta:
         rows.append(["schema version", meta[b"schema_version"].decode()])
@@ -283,14 +296,18 @@ def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | N
 
 
 def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table, timings: dict | None,
-                finished: bool = True) -> str:
-    run_name = os.path.basename(run.rstrip("/"))
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(run_name)}</title>"
+                finished: bool = True, heading: str | None = None, source: list[list] | None = None,
+                notes: list[str] = ()) -> str:
+    """``heading``/``source``: the title and first summary rows when the report is not of a run
+    directory (the Iceberg tables); ``notes``: said under the summary."""
+    heading = heading or f"Labelling run {os.path.basename(run.rstrip('/'))}"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
              f"<style>{_CSS}</style></head><body>",
-             f"<h1>Labelling run {html.escape(run_name)}</h1>",
+             f"<h1>{html.escape(heading)}</h1>",
              f"<p class='note'>Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
              "by pipeline.report. Charts are embedded; the same PNG files sit beside this page.</p>",
-             "<h2>Summary</h2>", _table(["", ""], _summary_rows(run, clips, errors, timings))]
+             "<h2>Summary</h2>", _table(["", ""], _summary_rows(run, clips, errors, timings, source)),
+             *(f"<p class='note'>{html.escape(n)}</p>" for n in notes)]
     if not finished:
         parts.insert(3, f"<p class='warning'><b>Warning:</b> this run directory has no {MANIFEST_FILE}: the run may "
                         "not have finished (or was written before runs ended with a manifest), so its tables may be "
@@ -345,6 +362,59 @@ def build_report(run: str, out: str) -> str:
     return path
 
 
+def _write_report(out: str, charts: list[Chart], page: str) -> str:
+    os.makedirs(out, exist_ok=True)
+    for chart in charts:
+        if chart.png is not None:
+            with open(os.path.join(out, f"{chart.name}.png"), "wb") as f:
+                f.write(chart.png)
+    path = os.path.join(out, "index.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
+
+
+def build_iceberg_report(catalog, namespace: str, run_id: str | None, out: str) -> str:
+    """The report of run ``run_id`` as committed to the Iceberg tables ``<namespace>.*`` of
+    ``catalog``, or without a run id of the archive's current labels (the latest row per clip
+    over all runs, and the errors of inputs still not labelled; pipeline/iceberg_read.py).
+    Throughput is left out: a snapshot records counts, not timings. Returns index.html's path."""
+    from pipeline.iceberg import COUNT_PROPERTY_PREFIX, RUN_ID_PROPERTY
+    from pipeline.iceberg_read import (committed_runs, current_errors, load_label_table, read_iceberg_table,
+                                       run_snapshot)
+
+    clips = read_iceberg_table(catalog, namespace, "clips", run_id,
+                               REPORT_COLUMNS["clips"] + ["clip_id", "source_uri"])
+    errors = read_iceberg_table(catalog, namespace, "errors", run_id,
+                                REPORT_COLUMNS["errors"] + ["clip_id", "run_id", "recorded_at"])
+    clips_table = load_label_table(catalog, namespace, "clips")
+    source = [["Iceberg catalog", catalog.name], ["tables", f"{namespace}.clips, {namespace}.errors"]]
+    notes = []
+    if run_id is not None:
+        heading = f"Labelling run {run_id}"
+        snapshot = run_snapshot(clips_table, run_id)
+        committed = datetime.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, datetime.timezone.utc)
+        source.append(["committed", f"{committed.isoformat(timespec='seconds')} (snapshot {snapshot.snapshot_id})"])
+        counts = {k.removeprefix(COUNT_PROPERTY_PREFIX): v for k, v in snapshot.summary.additional_properties.items()
+                  if k.startswith(COUNT_PROPERTY_PREFIX) and k != RUN_ID_PROPERTY}
+        if counts:
+            source.append(["run counts (snapshot summary)", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))])
+    else:
+        heading = f"Current labels of {namespace} (catalog {catalog.name})"
+        runs = committed_runs(clips_table)
+        source.append(["runs committed", f"{len(runs)}: {', '.join(runs[-10:])}" + (" ..." if len(runs) > 10 else "")])
+        notes.append("Current labels: one row per clip, from the latest run that labelled it (by labelled_at, "
+                     "ties by run_id). Errors: the latest error of each input that no later run labelled.")
+        errors = current_errors(errors, clips)
+    throughput = Chart("throughput", "Throughput", None,
+                       "skipped: the Iceberg tables record each run's counts, not its timings; report the run "
+                       "folder (--run) for throughput")
+    charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
+              windows_chart(None, clips), throughput]
+    return _write_report(out, charts, render_html(heading, charts, clips, errors, None, heading=heading,
+                                                  source=source, notes=notes))
+
+
 def default_out(run: str) -> str:
     fs, root = fsspec.core.url_to_fs(run)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -356,12 +426,23 @@ def default_out(run: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="a run folder: <output>/_runs/<run_id> (path or fsspec URL)")
-    parser.add_argument("--out", default=None, help="local directory for index.html and the PNGs")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder: <output>/_runs/<run_id> (path or fsspec URL)")
+    add_iceberg_source_arguments(parser, source, "report this run's rows; without it, the archive's current "
+                                                 "labels and the errors of inputs still not labelled",
+                                 output_flags=("--output", "--iceberg_output"))
+    parser.add_argument("--out", default=None, help="local directory for index.html and the PNGs "
+                        "(default: <run>/report, or ./report_<run_id> / ./report_current from Iceberg)")
     args = parser.parse_args(argv)
+    check_iceberg_source_arguments(parser, args)
     try:
-        path = build_report(args.run, args.out or default_out(args.run))
-    except FileNotFoundError as e:
+        if args.iceberg_catalog:
+            catalog = open_source_catalog(args)
+            path = build_iceberg_report(catalog, args.iceberg_namespace, args.run_id,
+                                        args.out or f"report_{args.run_id or 'current'}")
+        else:
+            path = build_report(args.run, args.out or default_out(args.run))
+    except (FileNotFoundError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"report written to {path}")
