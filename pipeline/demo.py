@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.render())
     try:
         from pipeline.report import build_report
+        from pipeline.run_layout import run_meta_dir
     except ImportError as e:   # installed without the report extra
         print(f"report skipped: {e}")
     else:
-        report = build_report(os.path.join(tables_dir, summary.run_id), os.path.join(args.workdir, "report"))
+        report = build_report(run_meta_dir(tables_dir, summary.run_id), os.path.join(args.workdir, "report"))
         print(f"report: {report}")
     print(UNTRAINED_NOTICE)
     return 0

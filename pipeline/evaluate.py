@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions",
-                        help="clips table: a .parquet file, a directory of part files, or a run directory")
+                        help="clips table: a .parquet file, a folder of part files, or a run folder (<output>/_runs/<run_id>)")
     add_iceberg_source_arguments(parser, source, "evaluate this run's clips; without it, the archive's current "
                                                  "labels (the latest row per clip over all runs)")
     parser.add_argument("--truth", required=True, help="ground-truth CSV (see above)")

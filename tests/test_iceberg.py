@@ -39,7 +39,8 @@ def _key(table: pa.Table, name: str) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def lake(s3_server, tiny_checkpoint, tmp_path_factory):
-    """Runs r1, r2 and a rerun of r1 (over changed inputs) into one S3 output root."""
+    """Runs r1, r2, a rerun of r1 (over changed inputs), an incremental r3 (--skip_labelled, one
+    new file) and a failed r4 (its error budget) into one S3 output root."""
     name = "lake"
     work = tmp_path_factory.mktemp("iceberg")
     output = f"s3://{s3_server.bucket}/lake-{uuid.uuid4().hex[:8]}"
@@ -69,6 +70,16 @@ def lake(s3_server, tiny_checkpoint, tmp_path_factory):
                      run([*base, "--input", inputs["two"], "--run_id", "r2"])]
         # r1 again over both folders: the rerun replaces r1's rows.
         summaries.append(run([*base, "--input", inputs["one"], "--input", inputs["two"], "--run_id", "r1"]))
+        # A new file: the incremental r3 labels only it (and the broken file errors again).
+        write_audio(str(audio["two"] / "d.wav"), tone(2.0, 16000, 660.0), 16000)
+        fs.pipe(f"{output.removeprefix('s3://')}-in/two/d.wav", (audio["two"] / "d.wav").read_bytes())
+        summaries.append(run([*base, "--input", inputs["one"], "--input", inputs["two"], "--run_id", "r3",
+                              "--skip_labelled", output]))
+        assert (summaries[-1].labelled, summaries[-1].skipped, summaries[-1].errored) == (1, 3, 1)
+        # r4 fails: one input in three is broken, over a budget of none.
+        strict = list(base)
+        strict[strict.index("--max_error_fraction") + 1] = "0.0"
+        assert main([*strict, "--input", inputs["one"], "--run_id", "r4"]) == 1
         yield {"server": s3_server, "catalog": open_catalog(name, output), "output": output, "fs": fs, "summaries": summaries,
                "name": name, "base": base, "inputs": inputs}
     finally:
@@ -83,11 +94,13 @@ def test_one_snapshot_per_run_with_run_id_and_counts(lake):
     for name in TABLES:
         table = lake["catalog"].load_table(f"audio_labelling.{name}")
         snapshots = table.snapshots()
-        assert [s.summary[RUN_ID_PROPERTY] for s in snapshots] == ["r1", "r2", "r1"]
-        last = snapshots[-1].summary
-        counts = lake["summaries"][-1].counts()
-        assert int(last["audio-labelling.discovered"]) == counts["discovered"] == 4
-        assert int(last["audio-labelling.labelled"]) == counts["labelled"] == 3
+        # One per successful run; the failed r4 added none.
+        assert [s.summary[RUN_ID_PROPERTY] for s in snapshots] == ["r1", "r2", "r1", "r3"]
+        rerun = snapshots[2].summary
+        counts = lake["summaries"][2].counts()
+        assert int(rerun["audio-labelling.discovered"]) == counts["discovered"] == 4
+        assert int(rerun["audio-labelling.labelled"]) == counts["labelled"] == 3
+        assert int(snapshots[3].summary["audio-labelling.skipped"]) == 3
 
 
 def test_iceberg_rows_equal_the_parquet_folders(lake):
@@ -95,7 +108,7 @@ def test_iceberg_rows_equal_the_parquet_folders(lake):
         table = lake["catalog"].load_table(f"audio_labelling.{name}")
         from_iceberg = table.scan().to_arrow()
         from_polars = pl.scan_iceberg(table, storage_options=_polars_s3(lake["server"])).collect().to_arrow()
-        expected = pa.concat_tables(_parquet_rows(lake["fs"], lake["output"], r, name) for r in ("r1", "r2"))
+        expected = pa.concat_tables(_parquet_rows(lake["fs"], lake["output"], r, name) for r in ("r1", "r2", "r3"))
         assert _key(from_iceberg, name) == _key(expected, name) == _key(from_polars, name)
         if name == "clips":
             # values too, not only keys: the scores the pipeline wrote
@@ -112,6 +125,13 @@ def test_rerun_replaced_its_rows(lake):
     # r1's first attempt labelled a and b; its rerun a, b and c. No row of the first attempt is left.
     assert sorted(per_run["r1"]) == ["a.wav", "b.flac", "c.wav"]
     assert sorted(per_run["r2"]) == ["c.wav"]
+    assert sorted(per_run["r3"]) == ["d.wav"]
+    assert "r4" not in per_run
+
+
+def test_a_failed_run_leaves_no_file_in_the_table_folders(lake):
+    for name in TABLES:
+        assert not lake["fs"].glob(f"{published_table_dir(lake['output'], 'r4', name).removeprefix('s3://')}/*")
 
 
 def test_catalog_that_cannot_be_opened_fails_at_launch(lake, capsys):

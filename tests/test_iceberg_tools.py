@@ -18,6 +18,7 @@ from pipeline.iceberg import DEFAULT_NAMESPACE
 from pipeline.iceberg_read import (IcebergReadError, current_errors, current_rows, open_catalog_for_reading,
                                    read_iceberg_table)
 from pipeline.main import run
+from pipeline.run_layout import run_meta_dir
 from pipeline.report import build_report
 from pipeline.report import main as report_main
 
@@ -53,10 +54,8 @@ def _by_name(table: pa.Table, column: str = "clip_id") -> dict[str, dict]:
 
 
 def _run_folder(output: str, run_id: str) -> str:
-    """The folder `report --run` takes: <output>/_runs/<run_id> in the partitioned layout,
-    <output>/<run_id> before it."""
-    newer = os.path.join(output, "_runs", run_id)
-    return newer if os.path.isdir(newer) else os.path.join(output, run_id)
+    """The folder `report --run` takes: <output>/_runs/<run_id>."""
+    return run_meta_dir(output, run_id)
 
 
 # --- the reading function -----------------------------------------------------------------------------------

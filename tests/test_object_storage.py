@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.demo_audio import chirp, noise, tone
 from pipeline.main import run
+from pipeline.run_layout import published_table_dir
 from schemas.tables import SCHEMA_VERSION
 from tests.shard_corpus import audio_bytes, compression_for, json_bytes, make_tar
 
@@ -104,7 +105,7 @@ def test_tables_are_committed_on_s3(s3_server, s3_run):
     _, output = s3_run
     fs = s3_server.filesystem()
     for table in ("clips", "errors"):
-        files = fs.glob(f"{output.removeprefix('s3://')}/s3e2e/{table}/*")
+        files = fs.glob(f"{published_table_dir(output, 's3e2e', table).removeprefix('s3://')}/*")
         assert files and all(f.endswith(".parquet") for f in files)   # no temp files left behind
         with fs.open(files[0], "rb") as f:
             assert pq.read_schema(f).metadata[b"schema_version"] == SCHEMA_VERSION.encode()

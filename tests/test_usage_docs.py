@@ -36,8 +36,8 @@ def run_root(tmp_path):
     errors = [{"source_uri": "/a/bad.wav", "clip_id": "/a/bad.wav", "stage": "decode",
                "error_type": "AudioDecodeError", "message": "no", "run_id": "RUN_ID", "recorded_at": WHEN}]
     for name, rows, schema in (("clips", clips, CLIPS_SCHEMA), ("errors", errors, ERRORS_SCHEMA)):
-        (root / "RUN_ID" / name).mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "RUN_ID" / name / "part-0.parquet")
+        (root / name / "run_id=RUN_ID").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / name / "run_id=RUN_ID" / "part-0.parquet")
     return str(root)
 
 
