@@ -75,7 +75,8 @@ def lake(s3_server, tiny_checkpoint, tmp_path_factory):
         fs.pipe(f"{output.removeprefix('s3://')}-in/two/d.wav", (audio["two"] / "d.wav").read_bytes())
         summaries.append(run([*base, "--input", inputs["one"], "--input", inputs["two"], "--run_id", "r3",
                               "--skip_labelled", output]))
-        assert (summaries[-1].labelled, summaries[-1].skipped, summaries[-1].errored) == (1, 3, 1)
+        assert (summaries[-1].labelled, summaries[-1].skipped, summaries[-1].errored) == (1, 3, 1), \
+            summaries[-1].errors.to_pylist()
         # r4 fails: one input in three is broken, over a budget of none.
         strict = list(base)
         strict[strict.index("--max_error_fraction") + 1] = "0.0"

@@ -315,7 +315,10 @@ class Storage:
         protocol = protocol_of(url)
         fs = self._filesystems.get(protocol)
         if fs is None:
-            fs = fsspec.filesystem(protocol, **self._options_for(protocol))
+            # A fresh instance, not fsspec's process-wide one: its listings cache would outlive
+            # this run, and a process that launches several runs (a scheduler, the DirectRunner)
+            # would then find a file added since an earlier run's listing "not found".
+            fs = fsspec.filesystem(protocol, skip_instance_cache=True, **self._options_for(protocol))
             self._filesystems[protocol] = fs
         return fs, fs._strip_protocol(url)
 
