@@ -152,6 +152,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
             raise UsageError(f"--hop_seconds: {e}") from e
+        from transforms.scoring.fingerprint import run_fingerprint
         from transforms.scoring.labels import LabelSelection
 
         try:
@@ -159,6 +160,9 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
                                             opts.class_thresholds, opts.label_map)
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from e
+        # Everything that changes a row, hashed once: on every row, in the manifest, and what
+        # --skip_labelled matches earlier rows on.
+        fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
         run_id = opts.run_id or new_run_id()
         from pipeline.build import build_pipeline
 
@@ -173,7 +177,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
         reset_process_progress()
         p = beam.Pipeline(options=options)
         build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous),
-                       tuple(previous_shards))
+                       tuple(previous_shards), fingerprint=fingerprint)
         result = run_job(p)
         if result_view is not None:
             result = result_view(result)
@@ -186,6 +190,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary.seconds = (finished - started).total_seconds()
         manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
+        manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
         if catalog is not None:
             from pipeline.iceberg import publish_run
 
