@@ -68,13 +68,15 @@ def test_every_input_that_changes_a_row_changes_the_fingerprint(info, tmp_path):
     }
     for name, checkpoint in checkpoints.items():
         seen[name] = fingerprint(checkpoint)[0]
-    # The tables' schema version (the defaults of the options above, another version).
+    # The tables' schema version and the code's labelling rules (defaults as above, one changed).
     defaults = dict(aggregation="max", activation="sigmoid", emit_scores=False, emit_embeddings=None,
                     max_duration_seconds=None, precision="fp32")
     geometry, selection = WindowGeometry.for_features(info.features), LabelSelection.load(info.labels)
     assert labelling_fingerprint(fingerprint_inputs(info, geometry, selection, **defaults)) == base
     seen["schema_version"] = labelling_fingerprint(fingerprint_inputs(
         info, geometry, selection, **defaults, schema_version="999"))
+    seen["rules_version"] = labelling_fingerprint(fingerprint_inputs(
+        info, geometry, selection, **defaults, rules_version=999))
     assert len(set(seen.values())) == len(seen), {k: v[:8] for k, v in seen.items()}
 
 
@@ -113,6 +115,6 @@ def test_preprocessor_file_edit_changes_it_and_inputs_are_readable(tiny_checkpoi
     # What the manifest records: JSON, no paths (the checkpoint's location is not an input).
     text = json.dumps(inputs)
     assert tiny_checkpoint not in text and copy not in text
-    assert set(inputs) == {"schema_version", "weights_sha256", "config_sha256", "features", "window",
-                           "aggregation", "activation", "labels", "emit_scores", "emit_embeddings",
+    assert set(inputs) == {"schema_version", "rules_version", "weights_sha256", "config_sha256", "features",
+                           "window", "aggregation", "activation", "labels", "emit_scores", "emit_embeddings",
                            "max_duration_seconds", "precision"}

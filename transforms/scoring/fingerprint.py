@@ -7,9 +7,9 @@ rows that the current settings would have written differently.
 What goes in: the checkpoint (weights, config.json, the effective preprocessor settings), the
 window geometry (length and hop in samples), the aggregation, the activation, the label
 selection (top_k, threshold, per-class thresholds and the label map, by content, never by path),
-the optional outputs, the decoding limit (max_duration_seconds), the compute precision and the
-tables' schema version. What does not: anything that changes how fast rows are made but not the
-rows (batch size, device, backend, worker counts, model copies, storage options).
+the optional outputs, the decoding limit (max_duration_seconds), the compute precision, the
+tables' schema version and the version of the labelling rules in this code. What does not:
+anything that changes how fast rows are made but not the rows (batch size, device, backend, worker counts, model copies, storage options).
 
 The inputs are hashed as canonical JSON (sorted keys, no spaces), so the digest does not depend
 on dict order or on the Python version.
@@ -26,6 +26,11 @@ from schemas.tables import SCHEMA_VERSION
 from transforms.audio.windowing import WindowGeometry
 from transforms.io.checkpoint import CONFIG_FILE, CheckpointInfo
 from transforms.scoring.labels import LabelSelection
+
+# The rules by which this code turns the inputs below into rows (windowing, fbank, aggregation,
+# label selection). Bump it when a change of code makes the same inputs give different rows
+# without a schema change, so --skip_labelled relabels what the old code labelled.
+LABELLING_RULES_VERSION = 1
 
 
 def canonical_json(value: Any) -> str:
@@ -63,11 +68,13 @@ def selection_inputs(selection: LabelSelection) -> dict:
 def fingerprint_inputs(checkpoint: CheckpointInfo, geometry: WindowGeometry, selection: LabelSelection, *,
                        aggregation: str, activation: str, emit_scores: bool, emit_embeddings: str | None,
                        max_duration_seconds: float | None, precision: str,
-                       schema_version: str = SCHEMA_VERSION) -> dict:
+                       schema_version: str = SCHEMA_VERSION,
+                       rules_version: int = LABELLING_RULES_VERSION) -> dict:
     """What the fingerprint is computed over, as a JSON-ready dict (readable: the manifest
     records it next to the fingerprint; no paths, URLs or credentials)."""
     return {
         "schema_version": schema_version,
+        "rules_version": rules_version,
         "weights_sha256": checkpoint.weights_sha256,
         "config_sha256": checkpoint.file_sha256.get(CONFIG_FILE),
         # The settings the features are computed with (preprocessor_config.json as read, with
