@@ -9,7 +9,8 @@ window geometry (length and hop in samples), the aggregation, the activation, th
 selection (top_k, threshold, per-class thresholds and the label map, by content, never by path),
 the optional outputs, the decoding limit (max_duration_seconds), the compute precision, the
 tables' schema version and the version of the labelling rules in this code. What does not:
-anything that changes how fast rows are made but not the rows (batch size, device, backend, worker counts, model copies, storage options).
+anything that changes how fast rows are made but not the rows (batch size, device, backend,
+worker counts, model copies, storage options).
 
 The inputs are hashed as canonical JSON (sorted keys, no spaces), so the digest does not depend
 on dict order or on the Python version.
