@@ -36,12 +36,18 @@ import json, sys, time, tracemalloc
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
 import pipeline.main as main
-from pipeline.summary import read_table
+from pipeline.publish import read_manifest
+from pipeline.run_layout import Attempt
+from pipeline.summary import RunSummary, read_table
 out, run_id, mode = sys.argv[1:4]
 tracemalloc.start()
 t = time.perf_counter()
 if mode == "launcher":
-    summary = main.summarise_run(out, run_id)
+    # What main.summarise_run does, on the published run (its files moved out of the attempt).
+    summary = RunSummary.read(Attempt(out, run_id, read_manifest(out, run_id)["attempt"]))
+    summary.published = True
+    summary.check_accounting()
+    summary.check_not_empty()
     text = summary.render()
     figures = {"labelled": summary.labelled, "segments": summary.segment_rows}
 else:   # the old launcher: every table read back

@@ -109,7 +109,7 @@ def write_history(out: str, size: int, model_sha256: str, fingerprint: str, curr
     import pyarrow.parquet as pq
 
     from pipeline.publish import write_manifest
-    from pipeline.run_layout import shard_stats_dir, table_dir
+    from pipeline.run_layout import Attempt, published_table_dir
     from schemas.tables import CLIPS_SCHEMA, SHARD_STATS_SCHEMA
     from transforms.elements import ClipInfo
     from transforms.io.storage import Storage
@@ -117,8 +117,11 @@ def write_history(out: str, size: int, model_sha256: str, fingerprint: str, curr
 
     labels = [{"label": f"label {i}", "index": i, "score": 0.5 - i / 100} for i in range(5)]
     current_version = Storage().version(current_shard)
-    os.makedirs(table_dir(out, "history", "clips"))
-    os.makedirs(shard_stats_dir(out, "history"))
+    # Laid out as a published run: clips in the table folder, shard records in its attempt folder.
+    attempt = Attempt(out, "history", "a0")
+    clips_dir = published_table_dir(out, "history", "clips")
+    os.makedirs(clips_dir)
+    os.makedirs(attempt.shard_stats_dir)
 
     def row(shard: str, member: str, version: str) -> dict:
         clip_id = f"{shard}#{member}"
@@ -135,15 +138,17 @@ def write_history(out: str, size: int, model_sha256: str, fingerprint: str, curr
                                "complete": True})
         batch.append(row(shard, f"{i % 1000:06d}.wav", "etag:old"))
         if len(batch) == FILE_ROWS:
-            write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+            write_like_pipeline(batch, f"{clips_dir}/part-{part:05d}.parquet")
             part, batch = part + 1, []
     batch += [row(current_shard, m, current_version) for m in members]
-    write_like_pipeline(batch, f"{table_dir(out, 'history', 'clips')}/part-{part:05d}.parquet")
+    write_like_pipeline(batch, f"{clips_dir}/part-{part:05d}.parquet")
     shard_rows.append({"shard_uri": current_shard, "source_version": current_version,
                        "audio_members": len(members), "complete": True})
     pq.write_table(pa.Table.from_pylist(shard_rows, schema=SHARD_STATS_SCHEMA),
-                   f"{shard_stats_dir(out, 'history')}/part-00000.parquet")
-    write_manifest(out, "history", {"run_id": "history", "note": "written by the benchmark"})
+                   f"{attempt.shard_stats_dir}/part-00000.parquet")
+    files = sorted(f"clips/run_id=history/{name}" for name in os.listdir(clips_dir))
+    write_manifest(out, "history", {"run_id": "history", "note": "written by the benchmark",
+                                    "attempt": attempt.attempt_id, "files": {"clips": files}})
 
 
 def history_labelling(model: str) -> tuple[str, str]:

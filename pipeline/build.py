@@ -26,22 +26,24 @@ from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.io.url_secrets import scrub_url
 from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, ReadSources
 from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
-from pipeline.run_layout import shard_stats_prefix, summary_stats_path, table_prefix
+from pipeline.run_layout import Attempt
 from transforms.io.storage import parse_storage_options
 from transforms.write_tables import WriteTable, filesystem_settings
 
 
-def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: str,
+def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: Attempt,
                    selection: LabelSelection, storage_options: dict | None = None,
                    previous_clip_files: tuple[str, ...] = (),
                    previous_shard_files: tuple[str, ...] = (), fingerprint: str | None = None) -> None:
-    """``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
+    """``attempt``: where this launch's job writes (pipeline/run_layout.py); published later.
+    ``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
     ``fingerprint``: the run's labelling fingerprint (transforms/scoring/fingerprint.py), written
     on every row; worked out from ``opts`` when not given.
     ``previous_clip_files``/``previous_shard_files``: clips tables and shard statistics of
     finished earlier runs (--skip_labelled); their clips, labelled the same way
     (transforms/io/incremental.py labelling_key), are skipped, and so are whole shards all of
     whose members were."""
+    run_id = attempt.run_id
     if storage_options is None:
         storage_options = parse_storage_options(getattr(opts, "storage_options", None))
     if fingerprint is None:
@@ -97,17 +99,17 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
     # filesystem settings they need (see transforms/write_tables.py).
     settings = filesystem_settings(opts)
     assembled.clips | "WriteClips" >> WriteTable(
-        table_prefix(opts.output, run_id, "clips"),
+        attempt.table_prefix("clips"),
         CLIPS_SCHEMA, settings, file_name_suffix=".parquet", row_group_buffer_size=CLIPS_ROW_GROUP_BYTES)
     assembled.segments | "WriteSegments" >> WriteTable(
-        table_prefix(opts.output, run_id, "segments"), SEGMENTS_SCHEMA, settings,
+        attempt.table_prefix("segments"), SEGMENTS_SCHEMA, settings,
         file_name_suffix=".parquet")
     errors | "WriteErrors" >> WriteTable(
-        table_prefix(opts.output, run_id, "errors"), ERRORS_SCHEMA, settings,
+        attempt.table_prefix("errors"), ERRORS_SCHEMA, settings,
         file_name_suffix=".parquet")
     # The run's accounting and summary, as data (exact on every runner, retries included).
     clips[SHARDS] | "WriteShardStats" >> WriteTable(
-        shard_stats_prefix(opts.output, run_id), SHARD_STATS_SCHEMA, settings,
+        attempt.shard_stats_prefix, SHARD_STATS_SCHEMA, settings,
         file_name_suffix=".parquet")
     tallies = (
         (clips[TALLY], scored[TALLY],
@@ -115,7 +117,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, run_id: s
          discovered.sources | "SourceTallies" >> count_as(SOURCES))
         | "StageTallies" >> beam.Flatten())
     ({"tallies": tallies, "clips": assembled.clips, "segments": assembled.segments, "errors": errors}
-     | "RunStats" >> RunStats(summary_stats_path(opts.output, run_id), settings))
+     | "RunStats" >> RunStats(attempt.summary_stats_path, settings))
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],

@@ -112,26 +112,17 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
     return table.current_snapshot().snapshot_id
 
 
-def run_files(output: str, run_id: str, table: str, storage_options: dict | None = None) -> list[str]:
-    """Full URIs of the Parquet files a run wrote for one table that hold rows."""
-    from pipeline.run_layout import table_dir
-
-    fs, root = fsspec.core.url_to_fs(table_dir(output, run_id, table), **(storage_options or {}))
-    found = sorted(fs.glob(f"{root}/*.parquet"))
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    return files_with_rows([p if local else fs.unstrip_protocol(p) for p in found], storage_options)
-
-
-def publish_run(catalog, namespace: str, output: str, run_id: str, counts: dict[str, int],
+def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]], counts: dict[str, int],
                 storage_options: dict | None = None) -> dict[str, int]:
-    """Commit the run's files to every label table's Iceberg table; snapshot id per table."""
+    """Commit the run's published files (full URIs per table, pipeline/publish.py) to every label
+    table's Iceberg table; snapshot id per table."""
     from schemas.tables import TABLES
 
     snapshots = {}
     for table, schema in TABLES.items():
         iceberg_table = ensure_table(catalog, namespace, table, schema)
-        snapshots[table] = commit_run(iceberg_table, run_id, run_files(output, run_id, table, storage_options),
-                                      counts)
+        snapshots[table] = commit_run(iceberg_table, run_id,
+                                      files_with_rows(files.get(table, []), storage_options), counts)
         _LOG.info("Iceberg %s.%s: run %s committed as snapshot %d", namespace, table, run_id,
                   snapshots[table])
     return snapshots

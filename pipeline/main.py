@@ -17,8 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
 from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
 from pipeline.publish import (  # noqa: E402
-    begin_run, check_writable, finished_clip_files, finished_shard_stats_files, package_versions, redact,
-    write_manifest)
+    check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
+    retire_other_attempts, unpromote, write_manifest)
+from pipeline.run_layout import Attempt  # noqa: E402
+from pipeline.run_lease import LeaseHeldError, RunLease  # noqa: E402
 from pipeline.storage_settings import StorageSettings  # noqa: E402
 from pipeline.summary import NothingDiscoveredError, RunSummary  # noqa: E402
 from pipeline.worker_reach import check_worker_reach, runner_name  # noqa: E402
@@ -152,7 +154,6 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
             raise UsageError(f"--hop_seconds: {e}") from e
-        from transforms.scoring.fingerprint import run_fingerprint
         from transforms.scoring.labels import LabelSelection
 
         try:
@@ -160,55 +161,89 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
                                             opts.class_thresholds, opts.label_map)
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from e
-        # Everything that changes a row, hashed once: on every row, in the manifest, and what
-        # --skip_labelled matches earlier rows on.
-        fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
         run_id = opts.run_id or new_run_id()
-        from pipeline.build import build_pipeline
+        attempt = Attempt.new(opts.output, run_id)
+        lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
+        try:
+            lease.acquire()
+        except LeaseHeldError as e:
+            raise UsageError(str(e)) from e
+        try:
+            return _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt, lease,
+                                result_view)
+        finally:
+            lease.release()
 
-        started = datetime.datetime.now(datetime.timezone.utc)
-        # Listed before begin_run clears this run id: an earlier attempt of it is not a source.
-        # Only file names here: the workers read the earlier rows, joined per source.
-        previous, previous_shards = ((finished_clip_files(opts.skip_labelled, run_id, storage.fsspec_options()),
-                                      finished_shard_stats_files(opts.skip_labelled, run_id,
-                                                                 storage.fsspec_options()))
-                                     if opts.skip_labelled else ([], []))
-        begin_run(opts.output, run_id, storage.fsspec_options())
-        reset_process_progress()
-        p = beam.Pipeline(options=options)
-        build_pipeline(p, opts, checkpoint, run_id, selection, storage.public, tuple(previous),
-                       tuple(previous_shards), fingerprint=fingerprint)
-        result = run_job(p)
-        if result_view is not None:
-            result = result_view(result)
-        summary = summarise_run(opts.output, run_id, storage.fsspec_options(), opts.allow_empty)
-        summary.read_scope = storage.environment
-        if summary.sources:
-            # A run that found no audio at all is --allow_empty's to judge (its only rows are
-            # patterns that matched nothing), not the error budget's.
-            check_error_fraction(summary.counts(), opts.max_error_fraction)
-        finished = datetime.datetime.now(datetime.timezone.utc)
-        summary.seconds = (finished - started).total_seconds()
-        manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
-        manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
-        if catalog is not None:
-            from pipeline.iceberg import publish_run
 
+def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt: Attempt,
+                 lease: RunLease, result_view) -> RunSummary:
+    """One attempt of a run id, under its lease: run the job into the attempt's own folder, check
+    it, then publish (pipeline/publish.py). Whatever raises before the manifest is written leaves
+    the run id's earlier publication as it was."""
+    from pipeline.build import build_pipeline
+    from transforms.scoring.fingerprint import run_fingerprint
+
+    run_id, so = attempt.run_id, storage.fsspec_options()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    # This run id's own earlier publication is not a source: this attempt replaces it.
+    # Only file names here: the workers read the earlier rows, joined per source.
+    previous, previous_shards = ((finished_clip_files(opts.skip_labelled, run_id, so),
+                                  finished_shard_stats_files(opts.skip_labelled, run_id, so))
+                                 if opts.skip_labelled else ([], []))
+    reset_process_progress()
+    p = beam.Pipeline(options=options)
+    # Everything that changes a row, hashed once: on every row, in the manifest, and what
+    # --skip_labelled matches earlier rows on.
+    fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
+    build_pipeline(p, opts, checkpoint, attempt, selection, storage.public, tuple(previous),
+                   tuple(previous_shards), fingerprint=fingerprint)
+    result = run_job(p)
+    if result_view is not None:
+        result = result_view(result)
+    summary = summarise_run(attempt, so, opts.allow_empty)
+    summary.read_scope = storage.environment
+    if summary.sources:
+        # A run that found no audio at all is --allow_empty's to judge (its only rows are
+        # patterns that matched nothing), not the error budget's.
+        check_error_fraction(summary.counts(), opts.max_error_fraction)
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    summary.seconds = (finished - started).total_seconds()
+    manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
+    manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
+    lease.check()
+    files = promote(attempt, so)
+    manifest.update(attempt=attempt.attempt_id, files=files,
+                    stats=attempt.stats_dir[len(opts.output.rstrip("/")) + 1:])
+    if catalog is not None:
+        from pipeline.iceberg import publish_run
+        from pipeline.publish import published_files
+
+        try:
             # Before the manifest: a run whose Iceberg commit failed is not published either.
-            snapshots = publish_run(catalog, opts.iceberg_namespace, opts.output, run_id,
-                                    summary.counts(), storage.fsspec_options())
-            manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
-                                   "snapshots": snapshots}
-        write_manifest(opts.output, run_id, manifest, storage.fsspec_options())
+            snapshots = publish_run(catalog, opts.iceberg_namespace, run_id,
+                                    {t: published_files(opts.output, run_id, t, so, manifest) for t in files},
+                                    summary.counts(), so)
+        except BaseException:
+            unpromote(attempt, files, so)
+            raise
+        manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
+                               "snapshots": snapshots}
+    write_manifest(opts.output, run_id, manifest, so)
+    summary.published = True
+    try:
+        retire_other_attempts(opts.output, run_id, manifest, so)
+    except Exception as e:   # published all the same; the next publication of the run id retries
+        _LOG.error("run %s: published, but removing earlier attempts failed (%s: %s)", run_id,
+                   type(e).__name__, e)
     return summary
 
 
-def summarise_run(output: str, run_id: str, storage_options: dict | None = None,
+def summarise_run(attempt: Attempt, storage_options: dict | None = None,
                   allow_empty: bool = False) -> RunSummary:
     """The launcher's work after the job: the run's statistics (one small file the pipeline
     wrote) and the tables' Parquet footers, never the tables: memory independent of the run's
     size (benchmarks/bench_launcher_memory.py). Raises AccountingError or NothingDiscoveredError."""
-    summary = RunSummary.read(output, run_id, storage_options)
+    summary = RunSummary.read(attempt, storage_options)
     summary.check_accounting()
     if not allow_empty:
         summary.check_not_empty()

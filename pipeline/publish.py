@@ -1,22 +1,40 @@
-"""All-or-nothing publication of a run.
+"""All-or-nothing publication of a run, and reruns that cannot lose data.
 
-A run writes its tables under ``<output>/<run_id>/`` through Beam's file sinks (temp files,
-then rename on commit) and, only after the tables were read back and the accounting checked,
-writes ``_MANIFEST.json`` into the same folder, last. A run folder without a manifest is not a
-finished run: readers (``--skip_labelled``, ``report``) ignore it. Rerunning a run id first
-removes the old manifest (so the old run stops looking finished), then the old files, so no
-stale shard survives into the new run.
+Each launch of a run id is an *attempt* with its own folder (``<output>/_runs/<run_id>/<attempt>/``,
+pipeline/run_layout.py): Beam's sinks write there, temporary files and all, while whatever an
+earlier attempt published stays where it is. Only after the job succeeded and the accounting was
+checked does the launcher publish, in this order:
+
+1. ``promote``: move the attempt's Parquet files into the table folders
+   (``<output>/<table>/run_id=<run_id>/``; a rename on a local disk, a server-side copy on object
+   storage: no data passes through the launcher). Their names carry the attempt id, so they never
+   replace the earlier attempt's files.
+2. (``--iceberg_catalog``) one commit per table replacing the run's files.
+3. ``write_manifest``: ``<output>/_runs/<run_id>/_MANIFEST.json`` names the attempt and its files.
+   This is the swap: readers that follow manifests (``--skip_labelled``, ``report``, ``read_table``)
+   see the old attempt or the new one, never a mix.
+4. ``retire_other_attempts``: only now are the earlier attempt's files and folders removed.
+
+A failure before step 3 leaves the previous publication intact; files already moved in step 1
+are moved out again (best effort), and the failed attempt's folder stays for inspection until the
+run id next publishes. Readers that glob the table folders instead of following manifests see
+both attempts' files of a rerun between steps 1 and 4 (seconds), and files of an attempt whose
+launcher died in step 1; the Iceberg table and the manifests are the all-or-nothing views.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from importlib import metadata
 
 import fsspec
 
-from pipeline.run_layout import MANIFEST_NAME, run_root, shard_stats_dir, table_dir
+from pipeline.run_layout import (
+    MANIFEST_NAME, RUNS_DIR, TABLE_NAMES, Attempt, manifest_path, published_table_dir, run_meta_dir)
+
+_LOG = logging.getLogger(__name__)
 # Option names whose values are credentials; never written to manifests or logs.
 _SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|access_key|session_key|^key$|api_key)",
                           re.IGNORECASE)
@@ -27,14 +45,13 @@ def _fs(url: str, storage_options: dict | None):
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
-def begin_run(output: str, run_id: str, storage_options: dict | None = None) -> None:
-    """Clear what an earlier attempt of this run id left, manifest first."""
-    fs, root = _fs(run_root(output, run_id), storage_options)
-    manifest = f"{root}/{MANIFEST_NAME}"
-    if fs.exists(manifest):
-        fs.rm(manifest)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def _uri(fs, path: str) -> str:
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
 
 
 def check_writable(output: str, storage_options: dict | None = None) -> None:
@@ -49,43 +66,142 @@ def check_writable(output: str, storage_options: dict | None = None) -> None:
         raise PermissionError(f"cannot write to --output {output}: {type(e).__name__}: {e}") from e
 
 
+def attempt_files(attempt: Attempt, table: str, storage_options: dict | None = None) -> list[str]:
+    """The Parquet files an attempt's job committed for one table (fsspec paths, sorted)."""
+    fs, where = _fs(attempt.table_dir(table), storage_options)
+    return sorted(fs.glob(f"{where.rstrip('/')}/*.parquet"))
+
+
+def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, list[str]]:
+    """Move a finished attempt's table files into the table folders (step 1). Returns, per
+    table, the files' paths relative to the output root, as the manifest records them. On a
+    failure the files already moved are moved back, and the error is raised."""
+    fs, root = _fs(attempt.output, storage_options)
+    root = root.rstrip("/")
+    moved: list[tuple[str, str]] = []
+    files: dict[str, list[str]] = {}
+    try:
+        for table in TABLE_NAMES:
+            _, target = _fs(published_table_dir(attempt.output, attempt.run_id, table), storage_options)
+            files[table] = []
+            for source in attempt_files(attempt, table, storage_options):
+                dest = f"{target.rstrip('/')}/{source.rsplit('/', 1)[-1]}"
+                fs.makedirs(target, exist_ok=True)
+                fs.mv(source, dest)
+                moved.append((source, dest))
+                files[table].append(dest[len(root) + 1:])
+    except Exception:
+        for source, dest in reversed(moved):
+            try:
+                fs.mv(dest, source)
+            except Exception as e:   # the next publication of this run id removes strays
+                _LOG.error("could not move %s back after a failed publication: %s", dest, e)
+        raise
+    for table in TABLE_NAMES:   # now empty (on a local disk, folders remain)
+        _, emptied = _fs(attempt.table_dir(table), storage_options)
+        if fs.exists(emptied):
+            fs.rm(emptied, recursive=True)
+    return files
+
+
+def unpromote(attempt: Attempt, files: dict[str, list[str]], storage_options: dict | None = None) -> None:
+    """Undo ``promote`` when a later publication step failed (best effort)."""
+    fs, root = _fs(attempt.output, storage_options)
+    for table, paths in files.items():
+        for relative in paths:
+            _, folder = _fs(attempt.table_dir(table), storage_options)
+            try:
+                fs.makedirs(folder, exist_ok=True)
+                fs.mv(f"{root.rstrip('/')}/{relative}", f"{folder}/{relative.rsplit('/', 1)[-1]}")
+            except Exception as e:
+                _LOG.error("could not move %s back after a failed publication: %s", relative, e)
+
+
 def write_manifest(output: str, run_id: str, manifest: dict, storage_options: dict | None = None) -> str:
-    fs, root = _fs(run_root(output, run_id), storage_options)
+    """Step 3, the swap: one small object, written whole (a PUT on object storage, a rename on a
+    local disk), so it is the old manifest or the new one."""
+    fs, final = _fs(manifest_path(output, run_id), storage_options)
     body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-    tmp, final = f"{root}/{MANIFEST_NAME}.tmp", f"{root}/{MANIFEST_NAME}"
-    fs.pipe(tmp, body)
-    fs.mv(tmp, final)
+    if _is_local(fs):
+        tmp = f"{final}.tmp-{secrets.token_hex(4)}"
+        fs.pipe(tmp, body)
+        fs.mv(tmp, final)
+    else:
+        fs.pipe(final, body)
     return final
 
 
-def read_manifest(run_dir: str, storage_options: dict | None = None) -> dict | None:
-    fs, root = _fs(run_dir, storage_options)
-    path = f"{root.rstrip('/')}/{MANIFEST_NAME}"
-    if not fs.exists(path):
+def read_manifest(output: str, run_id: str, storage_options: dict | None = None) -> dict | None:
+    """The published manifest of a run id, or None when the run id never published."""
+    fs, path = _fs(manifest_path(output, run_id), storage_options)
+    try:
+        return json.loads(fs.cat_file(path))
+    except FileNotFoundError:
         return None
-    return json.loads(fs.cat(path))
+
+
+def retire_other_attempts(output: str, run_id: str, manifest: dict,
+                          storage_options: dict | None = None) -> list[str]:
+    """Step 4: remove every file of the run's table folders that the manifest does not name, and
+    every attempt folder but the published one. Returns what was removed."""
+    fs, root = _fs(output, storage_options)
+    root = root.rstrip("/")
+    keep = {f"{root}/{p}" for paths in manifest["files"].values() for p in paths}
+    removed = []
+    for table in TABLE_NAMES:
+        _, folder = _fs(published_table_dir(output, run_id, table), storage_options)
+        for path in fs.glob(f"{folder.rstrip('/')}/*") if fs.exists(folder) else []:
+            if path not in keep:
+                fs.rm(path, recursive=True)
+                removed.append(path)
+    _, meta = _fs(run_meta_dir(output, run_id), storage_options)
+    for path in fs.ls(meta, detail=False) if fs.exists(meta) else []:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("_") and name != manifest["attempt"]:
+            fs.rm(path, recursive=True)
+            removed.append(path)
+    return removed
 
 
 def finished_runs(output: str, storage_options: dict | None = None) -> list[str]:
     """Run ids under an output root that were published (hold a manifest)."""
     fs, root = _fs(output, storage_options)
-    if not fs.exists(root):
+    runs = f"{root.rstrip('/')}/{RUNS_DIR}"
+    if not fs.exists(runs):
         return []
-    found = fs.glob(f"{root.rstrip('/')}/*/{MANIFEST_NAME}")
+    found = fs.glob(f"{runs}/*/{MANIFEST_NAME}")
     return sorted(p.rstrip("/").split("/")[-2] for p in found)
 
 
-def _finished_files(output: str, folder, exclude_run_id: str | None,
-                    storage_options: dict | None) -> list[str]:
+def published_files(output: str, run_id: str, table: str, storage_options: dict | None = None,
+                    manifest: dict | None = None) -> list[str]:
+    """URIs of a published run's files of one table, as its manifest names them ([] when the
+    run id never published)."""
+    manifest = manifest if manifest is not None else read_manifest(output, run_id, storage_options)
+    if manifest is None:
+        return []
     fs, root = _fs(output, storage_options)
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return [_uri(fs, f"{root.rstrip('/')}/{p}") for p in manifest["files"].get(table, [])]
+
+
+def published_stats_files(output: str, run_id: str, storage_options: dict | None = None,
+                          manifest: dict | None = None) -> list[str]:
+    """URIs of a published run's per-shard statistics files."""
+    manifest = manifest if manifest is not None else read_manifest(output, run_id, storage_options)
+    if manifest is None:
+        return []
+    fs, root = _fs(output, storage_options)
+    attempt = Attempt(output, run_id, manifest["attempt"])
+    _, where = _fs(attempt.shard_stats_dir, storage_options)
+    return [_uri(fs, p) for p in sorted(fs.glob(f"{where.rstrip('/')}/*.parquet"))]
+
+
+def _finished_files(output: str, which, exclude_run_id: str | None,
+                    storage_options: dict | None) -> list[str]:
     files = []
     for run_id in finished_runs(output, storage_options):
-        if run_id == exclude_run_id:
-            continue
-        _, where = _fs(folder(output, run_id), storage_options)
-        for path in sorted(fs.glob(f"{where.rstrip('/')}/*.parquet")):
-            files.append(path if local else fs.unstrip_protocol(path))
+        if run_id != exclude_run_id:
+            files.extend(which(output, run_id, storage_options))
     return files
 
 
@@ -93,7 +209,7 @@ def finished_clip_files(output: str, exclude_run_id: str | None = None,
                         storage_options: dict | None = None) -> list[str]:
     """URIs of the clips-table files of every published run under ``output`` (--skip_labelled).
     Only listed here; the pipeline's workers read them."""
-    return _finished_files(output, lambda o, r: table_dir(o, r, "clips"), exclude_run_id,
+    return _finished_files(output, lambda o, r, so: published_files(o, r, "clips", so), exclude_run_id,
                            storage_options)
 
 
@@ -101,7 +217,7 @@ def finished_shard_stats_files(output: str, exclude_run_id: str | None = None,
                                storage_options: dict | None = None) -> list[str]:
     """URIs of the per-shard statistics files of every published run under ``output``: which
     version of a shard held how many audio members (--skip_labelled skips whole shards with them)."""
-    return _finished_files(output, shard_stats_dir, exclude_run_id, storage_options)
+    return _finished_files(output, published_stats_files, exclude_run_id, storage_options)
 
 
 def redact(value):

@@ -1,10 +1,10 @@
 """One self-contained HTML report of a finished run, with its charts beside it as PNG files. Beam-free.
 
-    python -m pipeline.report --run <output>/<run_id> [--out report_dir]
+    python -m pipeline.report --run <output>/_runs/<run_id> [--out report_dir]
 
 Writes ``<out>/index.html`` (every chart embedded as a base64 PNG data URI, so the file can be
 mailed or attached on its own) and the same charts as ``<out>/*.png``. ``--out`` defaults to
-``<run>/report`` for a local run directory and to ``./report_<run_id>`` for a remote one.
+``<run>/report`` for a local run folder and to ``./report_<run_id>`` for a remote one.
 
 Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, windows per clip
 (from a ``num_windows`` clips column, else from a ``windows`` or ``segments`` table with a
@@ -328,7 +328,7 @@ def build_report(run: str, out: str) -> str:
         raise FileNotFoundError(f"run directory not found: {run}")
     found = {name: read_optional_table(run, name, REPORT_COLUMNS[name]) for name in ("clips", "errors")}
     if all(t is None for t in found.values()):
-        raise FileNotFoundError(f"{run} holds neither clips/ nor errors/ Parquet files: is it <output>/<run_id>?")
+        raise FileNotFoundError(f"{run} names neither clips nor errors Parquet files: is it <output>/_runs/<run_id>?")
     clips, errors = (found[n] if found[n] is not None else TABLES[n].empty_table() for n in ("clips", "errors"))
     timings = read_run_timings(run)
     charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
@@ -356,7 +356,7 @@ def default_out(run: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="a run directory: <output>/<run_id> (path or fsspec URL)")
+    parser.add_argument("--run", required=True, help="a run folder: <output>/_runs/<run_id> (path or fsspec URL)")
     parser.add_argument("--out", default=None, help="local directory for index.html and the PNGs")
     args = parser.parse_args(argv)
     try:

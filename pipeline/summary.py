@@ -15,7 +15,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.run_layout import summary_stats_path, table_dir
+from pipeline.publish import attempt_files, published_files
+from pipeline.run_layout import Attempt
 from schemas.tables import TABLES
 from transforms.io.storage import options_for_protocol, protocol_of
 
@@ -34,25 +35,14 @@ def _fs(url: str, storage_options: dict | None):
     return fsspec.core.url_to_fs(url, **options_for_protocol(storage_options or {}, protocol_of(url)))
 
 
-def _table_files(output: str, run_id: str, table: str, storage_options: dict | None):
-    fs, root = _fs(table_dir(output, run_id, table), storage_options)
-    return fs, sorted(fs.glob(f"{root}/*.parquet"))
-
-
-def read_table(output: str, run_id: str, table: str, storage_options: dict | None = None,
-               columns: list[str] | None = None) -> pa.Table:
-    """All Parquet files of one table (any fsspec URL; storage_options as for --storage_options).
-    Reads the whole table (or the columns asked for): not for the launcher."""
-    fs, files = _table_files(output, run_id, table, storage_options)
+def _read_files(fs, files: list[str], table: str, columns: list[str] | None) -> pa.Table:
     if not files:
         empty = TABLES[table].empty_table()
         return empty.select(columns) if columns else empty
     return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def table_row_count(output: str, run_id: str, table: str, storage_options: dict | None = None) -> int:
-    """Rows committed to one table, from its files' Parquet footers only."""
-    fs, files = _table_files(output, run_id, table, storage_options)
+def _row_count(fs, files: list[str]) -> int:
     total = 0
     for f in files:
         with fs.open(f, "rb") as handle:
@@ -60,12 +50,23 @@ def table_row_count(output: str, run_id: str, table: str, storage_options: dict 
     return total
 
 
-def read_run_stats(output: str, run_id: str, storage_options: dict | None = None) -> dict:
-    """The run's statistics (one small JSON document) as the pipeline wrote them."""
-    path = summary_stats_path(output, run_id)
+def read_table(output: str, run_id: str, table: str, storage_options: dict | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """One table of a published run: the files its manifest names (any fsspec URL;
+    storage_options as for --storage_options). Reads the whole table (or the columns asked for):
+    not for the launcher."""
+    fs, _ = _fs(output, storage_options)
+    files = [fsspec.core.url_to_fs(u, **options_for_protocol(storage_options or {}, protocol_of(u)))[1]
+             for u in published_files(output, run_id, table, storage_options)]
+    return _read_files(fs, files, table, columns)
+
+
+def read_run_stats(attempt: Attempt, storage_options: dict | None = None) -> dict:
+    """The attempt's statistics (one small JSON document) as the pipeline wrote them."""
+    path = attempt.summary_stats_path
     fs, root = _fs(path, storage_options)
     if not fs.exists(root):
-        raise AccountingError(f"run {run_id}: the pipeline wrote no statistics ({path}); "
+        raise AccountingError(f"run {attempt.run_id}: the pipeline wrote no statistics ({path}); "
                               "the job did not finish its writes")
     return json.loads(fs.cat(root))
 
@@ -73,10 +74,13 @@ def read_run_stats(output: str, run_id: str, storage_options: dict | None = None
 class RunSummary:
     """What a run did, from its statistics (see transforms/run_stats.py for the names)."""
 
-    def __init__(self, run_id: str, output: str, stats: dict, storage_options: dict | None = None,
+    def __init__(self, attempt: Attempt, stats: dict, storage_options: dict | None = None,
                  seconds: float | None = None):
-        self.run_id = run_id
-        self.output = output
+        self.attempt = attempt
+        self.run_id = attempt.run_id
+        self.output = attempt.output
+        # Set once the run is published: its rows are then read from the table folders.
+        self.published = False
         self.stats = stats
         self.storage_options = storage_options
         self.seconds = seconds               # wall time of the run, launch to publication
@@ -86,8 +90,8 @@ class RunSummary:
         self._tables: dict[str, pa.Table] = {}
 
     @classmethod
-    def read(cls, output: str, run_id: str, storage_options: dict | None = None) -> "RunSummary":
-        return cls(run_id, output, read_run_stats(output, run_id, storage_options), storage_options)
+    def read(cls, attempt: Attempt, storage_options: dict | None = None) -> "RunSummary":
+        return cls(attempt, read_run_stats(attempt, storage_options), storage_options)
 
     def _count(self, name: str) -> int:
         return int(self.stats.get("counts", {}).get(name, 0))
@@ -146,11 +150,20 @@ class RunSummary:
         """Worker pid -> shards it read."""
         return {int(pid): n for pid, n in self.stats.get("shards_read_by_worker", {}).items()}
 
+    def _files(self, table: str) -> list[str]:
+        """The table's files (fsspec paths): in the attempt's folder until the run is published,
+        then where its manifest says."""
+        if not self.published:
+            return attempt_files(self.attempt, table, self.storage_options)
+        return [_fs(u, self.storage_options)[1]
+                for u in published_files(self.output, self.run_id, table, self.storage_options)]
+
     # Rows on demand (whole tables: for tests and small runs, never used by the launcher).
     def _table(self, name: str) -> pa.Table:
         if name not in self._tables:
             with self.read_scope():
-                self._tables[name] = read_table(self.output, self.run_id, name, self.storage_options)
+                fs, _ = _fs(self.output, self.storage_options)
+                self._tables[name] = _read_files(fs, self._files(name), name, None)
         return self._tables[name]
 
     @property
@@ -189,7 +202,8 @@ class RunSummary:
         if verify_tables:
             for table, expected in (("clips", labelled), ("errors", errored),
                                     ("segments", self.segment_rows)):
-                committed = table_row_count(self.output, self.run_id, table, self.storage_options)
+                fs, _ = _fs(self.output, self.storage_options)
+                committed = _row_count(fs, self._files(table))
                 if committed != expected:
                     raise AccountingError(f"run {self.run_id}: the {table} table holds {committed} "
                                           f"rows but the run counted {expected}")
@@ -213,7 +227,9 @@ class RunSummary:
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
     def render(self) -> str:
-        lines = [f"run {self.run_id} -> {self.output.rstrip('/')}/{self.run_id}/",
+        where = (f"{self.output.rstrip('/')}/{{clips,segments,errors}}/run_id={self.run_id}/"
+                 if self.published else f"{self.attempt.root}/ (not published)")
+        lines = [f"run {self.run_id} -> {where}",
                  f"  inputs discovered: {self.discovered}",
                  f"  clips labelled:    {self.labelled} ({self.segment_rows} windows)"]
         if self.windows_scored:

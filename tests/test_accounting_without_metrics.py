@@ -70,11 +70,11 @@ def test_publishes_with_right_counts_without_committed_metrics(tmp_path, tiny_ch
     assert summary.counts() == expected
     assert (summary.shards_read, summary.members_ignored, summary.segment_rows) == (1, 1, 4)
     assert finished_runs(out) == ["r1"]
-    manifest = read_manifest(os.path.join(out, "r1"))
+    manifest = read_manifest(out, "r1")
     assert manifest["counts"] == expected
     assert manifest["tables"] == {"clips": 4, "errors": 1, "segments": 4}
-    # The run's statistics are a file of the run, beside its tables.
-    with open(os.path.join(out, "r1", "_stats", "summary.json")) as f:
+    # The run's statistics are a file of the run, in its published attempt's folder.
+    with open(os.path.join(out, manifest["stats"], "summary.json")) as f:
         assert json.load(f)["counts"]["discovered"] == 5
     # The rows agree with the counts.
     assert summary.clips.num_rows == 4 and summary.errors.num_rows == 1

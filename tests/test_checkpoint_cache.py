@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+from pipeline.run_layout import manifest_path
 from pipeline.main import run
 from tests.audio_corpus import write_good
 from transforms.io.checkpoint import CHECKPOINT_FILES, inspect_checkpoint
@@ -164,5 +165,5 @@ def test_checkpoint_changed_after_launch_fails_the_job_and_publishes_nothing(
     message = str(caught.value)
     assert "checkpoint digest mismatch" in message and "model.safetensors" in message
     assert inspected["sha256"] in message
-    assert not fs.exists(f"{output.removeprefix('s3://')}/changed/_MANIFEST.json")
+    assert not fs.exists(manifest_path(output, "changed").removeprefix("s3://"))
     assert entries(cache) == []

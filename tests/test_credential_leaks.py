@@ -21,7 +21,7 @@ import s3fs
 
 from pipeline.demo_audio import tone
 from pipeline.main import run
-from pipeline.publish import MANIFEST_NAME
+from pipeline.run_layout import manifest_path
 from tests.s3_server import SeaweedS3
 from tests.shard_corpus import audio_bytes, make_tar
 from transforms.io.storage import LOG_REDACTED, hide_in_logs, unhide_in_logs
@@ -137,7 +137,7 @@ def test_credentials_reach_no_log_manifest_or_table(locked_server, inputs, tiny_
     assert key not in logged and secret not in logged
 
     fs = locked_server.filesystem()
-    manifest = fs.cat(f"{output.removeprefix('s3://')}/canary/{MANIFEST_NAME}").decode()
+    manifest = fs.cat(manifest_path(output, "canary").removeprefix("s3://")).decode()
     assert json.loads(manifest)["storage_options"] == {
         "client_kwargs": {"endpoint_url": locked_server.endpoint}}
     assert key not in manifest and secret not in manifest

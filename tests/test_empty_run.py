@@ -1,5 +1,4 @@
 """A run that finds no audio at all exits non-zero and publishes nothing, unless --allow_empty."""
-import os
 
 from pipeline.main import main
 from pipeline.publish import finished_runs, read_manifest
@@ -21,7 +20,7 @@ def test_nothing_discovered_fails_and_publishes_nothing(tmp_path, tiny_checkpoin
 
     assert main(base + ["--run_id", "allowed", "--allow_empty"]) == 0
     assert finished_runs(out) == ["allowed"]
-    counts = read_manifest(os.path.join(out, "allowed"))["counts"]
+    counts = read_manifest(out, "allowed")["counts"]
     # The pattern that matched nothing is the run's one input, and it errored.
     assert counts == {"discovered": 1, "labelled": 0, "errored": 1, "skipped": 0,
                       "errors_by_type": {"discover/NoFilesMatched": 1}}

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.main import main, run
+from pipeline.run_layout import published_table_dir
 from schemas.tables import SCHEMA_VERSION
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio.audio_decode import decode_audio
@@ -61,9 +62,10 @@ def test_clip_rows_describe_the_source(corpus, finished_run, tiny_checkpoint):
 def test_tables_are_parquet_with_schema_version(finished_run):
     _, out = finished_run
     for table in ("clips", "segments", "errors"):
-        files = [f for f in os.listdir(os.path.join(out, "e2e", table)) if f.endswith(".parquet")]
+        folder = published_table_dir(out, "e2e", table)
+        files = [f for f in os.listdir(folder) if f.endswith(".parquet")]
         assert files
-        schema = pq.read_schema(os.path.join(out, "e2e", table, files[0]))
+        schema = pq.read_schema(os.path.join(folder, files[0]))
         assert schema.metadata[b"schema_version"] == SCHEMA_VERSION.encode()
         assert schema.equals(TABLES[table], check_metadata=True)
 

@@ -15,12 +15,13 @@ import pytest
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.iceberg import RUN_ID_PROPERTY, open_catalog
 from pipeline.main import main, run
+from pipeline.run_layout import published_table_dir
 
 TABLES = ("clips", "segments", "errors")
 
 
 def _parquet_rows(fs, output: str, run_id: str, table: str) -> pa.Table:
-    files = sorted(fs.glob(f"{output.removeprefix('s3://')}/{run_id}/{table}/*.parquet"))
+    files = sorted(fs.glob(f"{published_table_dir(output, run_id, table).removeprefix('s3://')}/*.parquet"))
     return pa.concat_tables(pq.read_table(f, filesystem=fs) for f in files)
 
 

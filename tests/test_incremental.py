@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
 from pipeline.main import run
+from pipeline.run_layout import Attempt, published_table_dir
 from transforms.io.storage import Storage
 
 
@@ -33,15 +34,18 @@ def test_only_new_or_changed_clips_are_scored(tmp_path, tiny_checkpoint):
     # An old file rewritten with different content (and size) must be labelled again.
     write_audio(str(archive / "old_0.wav"), tone(2.5, 16000, 900.0), 16000)
     # A run that crashed (no _MANIFEST.json) before it published rows for the new files must not
-    # make them count as labelled: its table claims them with their exact current versions.
+    # make them count as labelled: its files claim them with their exact current versions, both
+    # in its attempt folder and in the table folder (its launcher died while moving them there).
     storage = Storage()
     claimed = night1.clips.slice(0, 4).to_pylist()
     for row, name in zip(claimed, new_half):
         path = str(archive / name)
         row.update(clip_id=path, source_uri=path, source_version=storage.version(path))
-    os.makedirs(os.path.join(out, "crashed", "clips"))
-    pq.write_table(pa.Table.from_pylist(claimed, schema=night1.clips.schema),
-                   os.path.join(out, "crashed", "clips", "part-00000-of-00001.parquet"))
+    crashed = Attempt(out, "crashed", "20260101T000000Z-dead00")
+    for folder in (crashed.table_dir("clips"), published_table_dir(out, "crashed", "clips")):
+        os.makedirs(folder)
+        pq.write_table(pa.Table.from_pylist(claimed, schema=night1.clips.schema),
+                       os.path.join(folder, "part-20260101T000000Z-dead00-00000-of-00001.parquet"))
 
     night2 = run(base + ["--run_id", "night2", "--skip_labelled", out])
     scored = sorted(os.path.basename(u) for u in night2.clips.column("source_uri").to_pylist())

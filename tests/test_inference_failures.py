@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.publish import MANIFEST_NAME, finished_runs
+from pipeline.publish import finished_runs
+from pipeline.run_layout import manifest_path
 from pipeline.summary import read_table
 from transforms import mindspore_inference
 from transforms.elements import ClipInfo, FeatureWindow, ScoredWindow
@@ -132,7 +133,7 @@ def test_a_run_whose_model_runs_out_of_memory_fails_and_publishes_nothing(tiny_c
              "--run_id", "oom", "--max_error_fraction", "1.0"])
     assert batches, "the model was never called"
     assert finished_runs(out) == []
-    assert not os.path.exists(os.path.join(out, "oom", MANIFEST_NAME))
+    assert not os.path.exists(manifest_path(out, "oom"))
     # No error rows pretend the inputs were bad (nothing was committed at all).
     assert read_table(out, "oom", "errors").num_rows == 0
     assert read_table(out, "oom", "clips").num_rows == 0

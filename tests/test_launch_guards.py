@@ -8,7 +8,8 @@ from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction
 from pipeline.main import main
 from pipeline.options import unknown_options
-from pipeline.publish import MANIFEST_NAME, finished_runs
+from pipeline.publish import finished_runs
+from pipeline.run_layout import manifest_path
 
 
 # ---------------------------------------------------------------- unknown options
@@ -101,7 +102,7 @@ def test_30_percent_corrupt_over_the_limit_fails_and_publishes_nothing(corpus_30
     assert "--max_error_fraction 0.1" in err and "7 labelled" in err
     assert "decode/AudioDecodeError: 2" in err and "features/WaveformTooShortError: 1" in err
     assert finished_runs(out) == []
-    assert not os.path.exists(os.path.join(out, "strict", MANIFEST_NAME))
+    assert not os.path.exists(manifest_path(out, "strict"))
 
 
 def test_30_percent_corrupt_with_the_check_disabled_publishes(corpus_30_percent_corrupt, tiny_checkpoint,

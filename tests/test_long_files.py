@@ -8,6 +8,7 @@ import soundfile
 
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.main import run
+from pipeline.run_layout import published_table_dir
 from pipeline.summary import read_table
 from tests.audio_corpus import write_long, write_nan_midway
 from transforms.io.checkpoint import inspect_checkpoint
@@ -192,7 +193,7 @@ def test_segments_table_is_parquet_with_its_schema(no_overlap, tmp_path):
     from schemas.tables import SEGMENTS_SCHEMA
 
     summary, _ = no_overlap
-    folder = os.path.join(summary.output, "long", "segments")
+    folder = published_table_dir(summary.output, "long", "segments")
     files = [f for f in os.listdir(folder) if f.endswith(".parquet")]
     assert files and pq.read_schema(os.path.join(folder, files[0])).equals(SEGMENTS_SCHEMA, check_metadata=True)
 

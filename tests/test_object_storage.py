@@ -144,7 +144,7 @@ def test_manifest_run_reads_exactly_the_listed_uris(s3_server, tiny_checkpoint, 
     assert stopped["error_type"] == "ReadError" and "after member 't2.wav'" in stopped["message"]
     # every listed thing is accounted for: 6 clips + 3 errors (run() checks this too)
     assert summary.discovered == 9
-    assert fs.glob(f"{root.removeprefix('s3://')}/out/manifest/clips/*.parquet")
+    assert fs.glob(f"{root.removeprefix('s3://')}/out/clips/run_id=manifest/*.parquet")
 
 
 def test_two_workers_share_four_shards_read_from_s3_and_never_log_credentials(

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.main import main, run
+from pipeline.run_layout import published_table_dir
 from schemas.tables import CLIPS_SCHEMA, SEGMENTS_SCHEMA
 from transforms.io.checkpoint import inspect_checkpoint
 from transforms.scoring.labels import activate
@@ -25,7 +26,7 @@ def emitted(tiny_checkpoint, tmp_path_factory):
     summary = run(["--input", str(audio), "--output", out, "--model", tiny_checkpoint,
                    "--run_id", "emit", "--batch_size", "2", "--emit_scores", "--emit_embeddings", "float32",
                    "--top_k", "6", "--threshold", "0.9"])
-    segments = pq.read_table(os.path.join(out, "emit", "segments")).to_pylist()
+    segments = pq.read_table(published_table_dir(out, "emit", "segments")).to_pylist()
     return str(audio), summary.clips.to_pylist(), segments
 
 
@@ -75,7 +76,7 @@ def test_one_schema_whatever_the_options(emitted, tiny_checkpoint, tmp_path):
     run(["--input", os.path.join(audio, "tone.wav"), "--output", out, "--model", tiny_checkpoint,
          "--run_id", "plain", "--batch_size", "2"])
     for table, schema in (("clips", CLIPS_SCHEMA), ("segments", SEGMENTS_SCHEMA)):
-        plain = pq.read_table(os.path.join(out, "plain", table))
+        plain = pq.read_table(published_table_dir(out, "plain", table))
         assert plain.schema.equals(schema, check_metadata=False), table
         assert plain.num_rows > 0
         assert plain.column("scores").null_count == plain.num_rows

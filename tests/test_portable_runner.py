@@ -26,6 +26,7 @@ from apache_beam.metrics.execution import MetricResult
 import pipeline.main as launcher
 from pipeline.demo_audio import chirp, noise, tone
 from pipeline.main import main
+from pipeline.run_layout import manifest_path, published_table_dir
 from tests.portable_cluster import PortableCluster, namespaces_available
 from tests.shard_corpus import audio_bytes, compression_for, json_bytes, make_tar
 
@@ -124,7 +125,7 @@ def read_tables(s3_server, output: str, run_id: str) -> dict:
     fs = s3_server.filesystem()
     tables = {}
     for table in ("clips", "segments", "errors"):
-        files = sorted(fs.glob(f"{output.removeprefix('s3://')}/{run_id}/{table}/*.parquet"))
+        files = sorted(fs.glob(f"{published_table_dir(output, run_id, table).removeprefix('s3://')}/*.parquet"))
         rows = []
         for path in files:
             with fs.open(path, "rb") as f:
@@ -135,7 +136,7 @@ def read_tables(s3_server, output: str, run_id: str) -> dict:
 
 def manifest(s3_server, output: str, run_id: str) -> dict | None:
     fs = s3_server.filesystem()
-    path = f"{output.removeprefix('s3://')}/{run_id}/_MANIFEST.json"
+    path = manifest_path(output, run_id).removeprefix("s3://")
     return json.loads(fs.cat(path)) if fs.exists(path) else None
 
 

@@ -135,7 +135,7 @@ def test_default_out_and_bad_run_dir(tmp_path, capsys):
     assert main(["--run", str(tmp_path / "nope")]) == 2
     assert "run directory not found" in capsys.readouterr().err
     assert main(["--run", str(tmp_path)]) == 2          # the output root, not a run directory
-    assert "<output>/<run_id>" in capsys.readouterr().err
+    assert "<output>/_runs/<run_id>" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, record, wall, stages, clips", [

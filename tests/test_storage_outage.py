@@ -1,7 +1,7 @@
 """Object storage dies in the middle of a run (a real SeaweedFS, SIGKILLed by the test).
 
-The run must fail (raise) within bounded time, publish nothing (no ``_MANIFEST.json`` under
-the run prefix, not listed by ``finished_runs``), and after the server comes back on the same
+The run must fail (raise) within bounded time, publish nothing (no ``_MANIFEST.json``, no
+table folder, not listed by ``finished_runs``), and after the server comes back on the same
 data folder, a rerun of the same run id must produce exactly one row per input, with nothing
 left over from the failed attempt.
 
@@ -17,7 +17,7 @@ from inside it, at a point that is the same on every run:
 * ``committing``: when Beam's file sink starts finalising its first table (``pre_finalize``).
   All rows are computed and temporary Parquet files are already on S3 under the run prefix,
   nothing is renamed yet; the commit then fails. The temporary files survive the restart, so
-  the rerun must clear them (``pipeline/publish.begin_run``).
+  the rerun's publication must clear them (``pipeline/publish.retire_other_attempts``).
 
 Retries stay at their defaults (this project's 4 tries and shard resumes, s3fs's 5, Beam's 7
 per S3 call of its sink), with two changes that keep the file near a minute without changing
@@ -47,7 +47,8 @@ from apache_beam.utils import retry as beam_retry
 import transforms.io.storage
 from pipeline.demo_audio import noise, tone
 from pipeline.main import run
-from pipeline.publish import MANIFEST_NAME, finished_runs, read_manifest
+from pipeline.publish import finished_runs, read_manifest
+from pipeline.run_layout import MANIFEST_NAME, published_table_dir
 from tests.s3_server import SeaweedS3
 from tests.shard_corpus import audio_bytes, make_tar
 
@@ -160,22 +161,24 @@ def test_outage_publishes_nothing_and_a_rerun_of_the_same_run_id_is_exact(
     server.restart()
     fs = server.filesystem()
     options = server.storage_options()
-    run_prefix = f"{output}/{run_id}"
-    left = _objects(fs, run_prefix)
+    bare = output.removeprefix("s3://")
+    left = [p.removeprefix(bare + "/") for p in _objects(fs, output)]
     assert not [p for p in left if p.endswith(MANIFEST_NAME)], left
-    assert read_manifest(run_prefix, options) is None
+    assert read_manifest(output, run_id, options) is None
     assert run_id not in finished_runs(output, options)
+    # The failed attempt wrote only inside its own folder: no table folder exists.
+    assert all(p.startswith(f"_runs/{run_id}/") for p in left), left
     if kill_point == "committing":   # the failed commit left temporary table files behind
         assert any("beam-temp" in p for p in left), left
 
     summary = run(argv)   # same run id, store back up, trigger gone
 
     assert finished_runs(output, options) == [run_id]
-    manifest = read_manifest(run_prefix, options)
+    manifest = read_manifest(output, run_id, options)
     assert manifest["counts"]["discovered"] == len(good) + len(corrupt) == 8
     tables = {}
     for table in ("clips", "errors", "segments"):
-        files = fs.glob(f"{run_prefix.removeprefix('s3://')}/{table}/*.parquet")
+        files = fs.glob(f"{published_table_dir(output, run_id, table).removeprefix('s3://')}/*.parquet")
         tables[table] = [r for f in files for r in pq.read_table(f, filesystem=fs).to_pylist()]
     clip_ids = [r["clip_id"] for r in tables["clips"]]
     error_ids = [r["clip_id"] for r in tables["errors"]]
@@ -185,10 +188,14 @@ def test_outage_publishes_nothing_and_a_rerun_of_the_same_run_id_is_exact(
     assert {r["run_id"] for r in tables["clips"] + tables["errors"]} == {run_id}
     assert summary.clips.num_rows + summary.errors.num_rows == summary.discovered == 8
     assert summary.members_ignored == 4
-    # Nothing from the failed attempt survives: only this run's committed files and manifest.
-    final = [p.removeprefix(run_prefix.removeprefix("s3://") + "/") for p in _objects(fs, run_prefix)]
-    assert final[0] == MANIFEST_NAME
-    assert all(re.fullmatch(r"(clips|errors|segments|_stats/shards)/part-\d{5}-of-\d{5}\.parquet", p)
-               or p == "_stats/summary.json" for p in final[1:]), final
-    assert {p.split("/")[0] for p in final[1:]} == {"clips", "errors", "segments", "_stats"}
+    # Nothing from the failed attempt survives (its folder, temporary files and lease included):
+    # only the published files, the manifest and the published attempt's statistics.
+    final = [p.removeprefix(bare + "/") for p in _objects(fs, output)]
+    attempt = re.escape(manifest["attempt"])
+    rid = re.escape(run_id)
+    assert all(re.fullmatch(rf"(clips|errors|segments)/run_id={rid}/part-{attempt}-\d{{5}}-of-\d{{5}}\.parquet", p)
+               or re.fullmatch(rf"_runs/{rid}/{attempt}/_stats/shards/part-\d{{5}}-of-\d{{5}}\.parquet", p)
+               or p in (f"_runs/{run_id}/{MANIFEST_NAME}", f"_runs/{run_id}/{manifest['attempt']}/_stats/summary.json")
+               for p in final), final
+    assert {p.split("/")[0] for p in final} == {"clips", "errors", "segments", "_runs"}
     assert not [p for p in _objects(fs, output) if "beam-temp" in p or p.endswith(".tmp")]

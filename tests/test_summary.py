@@ -5,6 +5,7 @@ import json
 import apache_beam as beam
 import pytest
 
+from pipeline.run_layout import Attempt
 from pipeline.summary import AccountingError, NothingDiscoveredError, RunSummary
 from transforms.run_stats import DISCOVERED, SKIPPED, SOURCES, RunStats
 
@@ -26,7 +27,7 @@ def stats_of(tmp_path, num_windows: dict, segment_clip_ids: list[str], errors=()
 
 
 def summary(tmp_path, *args, **kwargs) -> RunSummary:
-    return RunSummary("r", "/x", stats_of(tmp_path, *args, **kwargs))
+    return RunSummary(Attempt("/x", "r", "a1"), stats_of(tmp_path, *args, **kwargs))
 
 
 def test_segments_must_match_each_clips_num_windows(tmp_path):
@@ -57,7 +58,7 @@ def test_a_clip_id_labelled_twice_is_refused(tmp_path):
           "segments": p | "S" >> beam.Create([{"clip_id": "a"}] * 2), "errors": p | "E" >> beam.Create([])}
          | RunStats(path))
     with open(path) as f:
-        dup = RunSummary("r", "/x", json.load(f))
+        dup = RunSummary(Attempt("/x", "r", "a1"), json.load(f))
     with pytest.raises(AccountingError, match="duplicate clip ids.*'a'"):
         dup.check_accounting(verify_tables=False)
 

@@ -1,14 +1,13 @@
 """Presigned-URL signatures and tokens never reach clip ids, rows, the manifest, messages or logs."""
 import json
 import logging
-import os
 import uuid
 
 import pytest
 
 from pipeline.demo_audio import tone
 from pipeline.main import run
-from pipeline.publish import MANIFEST_NAME
+from pipeline.run_layout import manifest_path
 from tests.shard_corpus import audio_bytes, json_bytes, make_tar
 from transforms.io.url_secrets import scrub_text, scrub_url
 
@@ -93,7 +92,7 @@ def test_presigned_urls_are_read_but_never_recorded(presigned, tiny_checkpoint, 
 
     recorded = [json.dumps(summary.clips.to_pylist() + summary.errors.to_pylist() + summary.segments.to_pylist(),
                            default=str)]
-    with open(os.path.join(out, "presigned", MANIFEST_NAME)) as f:
+    with open(manifest_path(out, "presigned")) as f:
         manifest_text = f.read()
     assert f"{base['a.wav']}?{kept}" in json.loads(manifest_text)["inputs"]
     recorded.append(manifest_text)

@@ -1,0 +1,106 @@
+"""One launcher per run id: the lease in the output root, on a local disk and on SeaweedFS."""
+import datetime
+import json
+import os
+import threading
+import uuid
+
+import pytest
+
+from pipeline.main import main
+from pipeline.publish import finished_runs
+from pipeline.run_layout import lease_path, run_meta_dir
+from pipeline.run_lease import LeaseHeldError, RunLease
+from tests.audio_corpus import write_good
+
+
+def _race(make_lease) -> tuple[list, list]:
+    """Two launchers taking the same run id's lease at the same moment."""
+    won, refused, start = [], [], threading.Barrier(2)
+
+    def take(name):
+        lease = make_lease(name)
+        start.wait()
+        try:
+            won.append(lease.acquire())
+        except LeaseHeldError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, refused
+
+
+def test_a_second_launch_of_a_running_run_id_is_refused(tmp_path, tiny_checkpoint, capsys):
+    audio = tmp_path / "audio"
+    write_good(str(audio))
+    out = str(tmp_path / "out")
+    args = ["--input", str(audio), "--output", out, "--model", tiny_checkpoint, "--run_id", "nightly"]
+    with RunLease(out, "nightly", "the-first-launch"):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "run id nightly is being run by another launcher" in err and "the-first-launch" in err
+        # The refused launch wrote nothing: no attempt folder beside the first launch's lease.
+        assert os.listdir(run_meta_dir(out, "nightly")) == ["_LEASE.json"]
+    assert not os.path.exists(lease_path(out, "nightly"))
+    assert main(args) == 0
+    assert finished_runs(out) == ["nightly"]
+
+
+def test_an_expired_lease_is_taken_over(tmp_path, tiny_checkpoint, caplog):
+    audio = tmp_path / "audio"
+    write_good(str(audio))
+    out = str(tmp_path / "out")
+    os.makedirs(run_meta_dir(out, "nightly"))
+    expired = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).isoformat()
+    with open(lease_path(out, "nightly"), "w") as f:
+        json.dump({"run_id": "nightly", "token": "dead", "holder": "a-launcher-that-died",
+                   "expires_at": expired}, f)
+    assert main(["--input", str(audio), "--output", out, "--model", tiny_checkpoint, "--run_id", "nightly"]) == 0
+    assert "taking over an expired lease" in caplog.text and "a-launcher-that-died" in caplog.text
+    assert finished_runs(out) == ["nightly"]
+    assert not os.path.exists(lease_path(out, "nightly"))
+
+
+def test_two_launchers_racing_on_a_local_disk_one_wins(tmp_path):
+    out = str(tmp_path / "out")
+    won, refused = _race(lambda name: RunLease(out, "r", name))
+    assert len(won) == 1 and len(refused) == 1, (won, refused)
+    won[0].release()
+    assert not os.path.exists(lease_path(out, "r"))
+
+
+def test_leases_on_object_storage(s3_server):
+    out = f"s3://{s3_server.bucket}/lease-{uuid.uuid4().hex[:8]}"
+    options = s3_server.storage_options()
+    won, refused = _race(lambda name: RunLease(out, "r", name, options, settle_seconds=1.0))
+    assert len(won) == 1 and len(refused) == 1, (won, refused)
+    with pytest.raises(LeaseHeldError, match="being run by another launcher"):
+        RunLease(out, "r", "late", options, settle_seconds=0.2).acquire()
+    won[0].check()
+    won[0].release()
+    assert not s3_server.filesystem().exists(lease_path(out, "r").removeprefix("s3://"))
+    with RunLease(out, "r", "next", options, settle_seconds=0.2) as lease:
+        lease.check()
+
+
+def test_a_lease_renews_itself_and_notices_when_it_was_taken(tmp_path):
+    out = str(tmp_path / "out")
+    lease = RunLease(out, "r", "me", seconds=0.6).acquire()
+    try:
+        with open(lease_path(out, "r")) as f:
+            first = json.load(f)["expires_at"]
+        threading.Event().wait(0.5)   # past one renewal (every seconds / 3), before expiry
+        with open(lease_path(out, "r")) as f:
+            assert json.load(f)["expires_at"] > first
+        with open(lease_path(out, "r"), "w") as f:
+            json.dump({"token": "someone-else", "holder": "other", "expires_at": "2999-01-01T00:00:00+00:00"}, f)
+        with pytest.raises(LeaseHeldError, match="lost its lease"):
+            lease.check()
+    finally:
+        lease.release()
+    # Not ours any more: release leaves the other holder's lease alone.
+    assert json.load(open(lease_path(out, "r")))["token"] == "someone-else"
