@@ -84,7 +84,9 @@ def _rows(records: list[dict], table: str) -> list[dict]:
 
 
 def _folder(out: str, run_id: str, table: str) -> str:
-    return os.path.join(out, run_id, table)
+    from pipeline.run_layout import published_table_dir
+
+    return published_table_dir(out, run_id, table)
 
 
 def _read(reader: str, folder: str, spark_session=None) -> list[dict]:
