@@ -4,6 +4,7 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -35,3 +36,21 @@ def machine_cache_dir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("machine_cache"))
     os.environ["AUDIO_LABELLING_CACHE_DIR"] = path
     return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local-mode Spark session (pyspark; Java 17 from Debian's packages, which .ci/run
+    installs), shared by the reader tests."""
+    if shutil.which("java") is None:
+        pytest.fail("the Spark reader tests need Java 17+: apt-get install openjdk-17-jre-headless (.ci/run does)")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[1]").appName("audio-labelling-readers")
+               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+               .config("spark.driver.memory", "1g").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()

@@ -4,7 +4,6 @@ reader's rows are compared, value by value, with pyarrow's read of the same file
 import datetime
 import math
 import os
-import shutil
 
 import duckdb
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from pipeline.demo_audio import noise, tone, write_audio
 from pipeline.main import run
+from pipeline.run_layout import published_table_dir
 
 RUNS = {"plain": [], "scores": ["--emit_scores"], "embeddings": ["--emit_embeddings"]}
 TABLES = ("clips", "segments", "errors")
@@ -32,22 +32,6 @@ def runs(tiny_checkpoint, tmp_path_factory):
         run(["--input", str(audio), "--output", str(out), "--model", tiny_checkpoint, "--run_id", run_id,
              "--batch_size", "2", "--max_error_fraction", "1.0", *extra])
     return str(out)
-
-
-@pytest.fixture(scope="module")
-def spark():
-    if shutil.which("java") is None:
-        pytest.fail("the Spark reader tests need Java 17+: apt-get install openjdk-17-jre-headless (.ci/run does)")
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[1]").appName("audio-labelling-readers")
-               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
-               .config("spark.driver.memory", "1g").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
 
 
 def _normal(value):
@@ -84,8 +68,6 @@ def _rows(records: list[dict], table: str) -> list[dict]:
 
 
 def _folder(out: str, run_id: str, table: str) -> str:
-    from pipeline.run_layout import published_table_dir
-
     return published_table_dir(out, run_id, table)
 
 
