@@ -101,7 +101,8 @@ def write_like_pipeline(rows: list[dict], path: str) -> None:
             writer.write_table(pa.Table.from_batches(buffered, schema=CLIPS_SCHEMA))
 
 
-def write_history(out: str, size: int, model_sha256: str, current_shard: str, members: list[str]) -> None:
+def write_history(out: str, size: int, model_sha256: str, fingerprint: str, current_shard: str,
+                  members: list[str]) -> None:
     """A finished earlier run 'history' under ``out`` labelling ``size`` archive clips, plus every
     member of ``current_shard`` at its current version."""
     import pyarrow as pa
@@ -126,7 +127,8 @@ def write_history(out: str, size: int, model_sha256: str, current_shard: str, me
         clip_id = f"{shard}#{member}"
         info = ClipInfo(clip_id=clip_id, source_uri=clip_id, duration_seconds=10.0, original_sample_rate=16000,
                         channels=1, shard_uri=shard, member_name=member, source_version=version)
-        return clip_row(info, labels, "sigmoid", "tiny", model_sha256, "history", num_windows=1, aggregation="max")
+        return clip_row(info, labels, "sigmoid", "tiny", model_sha256, "history", num_windows=1, aggregation="max",
+                        labelling_fingerprint=fingerprint)
 
     shard_rows, part, batch = [], 0, []
     for i in range(size):
@@ -149,6 +151,25 @@ def write_history(out: str, size: int, model_sha256: str, current_shard: str, me
                                     "attempt": attempt.attempt_id, "files": {"clips": files}})
 
 
+def history_labelling(model: str) -> tuple[str, str]:
+    """(weights SHA-256, labelling fingerprint) of a run of ``model`` with default settings, as
+    the launcher works them out: the history must look labelled the way tonight's run labels."""
+    from transforms.model.runtime_env import ensure_protobuf_python_backend
+
+    ensure_protobuf_python_backend()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import LabelAudioOptions
+    from transforms.io.checkpoint import inspect_checkpoint
+    from transforms.scoring.fingerprint import run_fingerprint
+    from transforms.scoring.labels import LabelSelection
+
+    info = inspect_checkpoint(model)
+    opts = PipelineOptions(["--model", model]).view_as(LabelAudioOptions)
+    selection = LabelSelection.load(info.labels, opts.top_k, opts.threshold, opts.class_thresholds, opts.label_map)
+    return info.weights_sha256, run_fingerprint(opts, info, selection)[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -159,13 +180,12 @@ def main() -> int:
     from pipeline.demo_audio import tone
     from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
     from tests.shard_corpus import audio_bytes, make_tar
-    from transforms.io.checkpoint import inspect_checkpoint
 
     work = tempfile.mkdtemp(prefix="bench_history_")
     report = {"workers": args.workers, "sizes": {}}
     try:
         model = write_checkpoint(os.path.join(work, "model"), TinyASTSpec(max_length=32, num_mel_bins=32), seed=0)
-        sha = inspect_checkpoint(model).weights_sha256
+        sha, fingerprint = history_labelling(model)
         audio = os.path.join(work, "audio")
         os.makedirs(audio)
         members = [f"{i:03d}.wav" for i in range(3)]
@@ -176,7 +196,7 @@ def main() -> int:
                                   for i, m in enumerate(members)]))
         for size in (int(s) for s in args.sizes.split(",")):
             out = os.path.join(work, f"labels_{size}")
-            write_history(out, size, sha, shards[0], members)
+            write_history(out, size, sha, fingerprint, shards[0], members)
             proc = subprocess.run(
                 [sys.executable, "-c", _LAUNCH, "--input", audio, "--model", model, "--output", out,
                  "--skip_labelled", out, "--run_id", "tonight", "--direct_running_mode", "multi_processing",

@@ -20,6 +20,7 @@ from transforms.discover import DiscoverSources
 from transforms.elements import DiscoveryRequest
 from transforms.featurize import OUTCOMES, DecodeAndFeaturize
 from transforms.label_rows import FAILURES, OUTCOME, SCORES, AssembleClips, ErrorsToRows, ScoreWindows
+from transforms.scoring.fingerprint import run_fingerprint
 from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.io.url_secrets import scrub_url
@@ -33,9 +34,11 @@ from transforms.write_tables import WriteTable, filesystem_settings
 def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: Attempt,
                    selection: LabelSelection, storage_options: dict | None = None,
                    previous_clip_files: tuple[str, ...] = (),
-                   previous_shard_files: tuple[str, ...] = ()) -> None:
+                   previous_shard_files: tuple[str, ...] = (), fingerprint: str | None = None) -> None:
     """``attempt``: where this launch's job writes (pipeline/run_layout.py); published later.
     ``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
+    ``fingerprint``: the run's labelling fingerprint (transforms/scoring/fingerprint.py), written
+    on every row; worked out from ``opts`` when not given.
     ``previous_clip_files``/``previous_shard_files``: clips tables and shard statistics of
     finished earlier runs (--skip_labelled); their clips, labelled the same way
     (transforms/io/incremental.py labelling_key), are skipped, and so are whole shards all of
@@ -43,6 +46,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
     run_id = attempt.run_id
     if storage_options is None:
         storage_options = parse_storage_options(getattr(opts, "storage_options", None))
+    if fingerprint is None:
+        fingerprint, _ = run_fingerprint(opts, checkpoint, selection)
     request = DiscoveryRequest(inputs=tuple(opts.input or ()),
                                manifests=tuple(getattr(opts, "input_manifest", None) or ()))
     discovered = (
@@ -55,11 +60,10 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
     sources = discovered.sources | "SpreadOverWorkers" >> beam.Reshuffle()
     if opts.skip_labelled:
         sources = _join_previous(p, sources, previous_clip_files, previous_shard_files, storage_options,
-                                 checkpoint.weights_sha256)
+                                 fingerprint)
     clips = (
         sources
-        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, checkpoint.weights_sha256,
-                                                  opts.max_sample_bytes))
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, fingerprint, opts.max_sample_bytes))
         .with_outputs("errors", TALLY, SHARDS, main="clips"))
     featurized = (
         clips.clips
@@ -84,12 +88,13 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
         | "AssembleClips" >> beam.ParDo(AssembleClips(
             selection, opts.activation, opts.aggregate, checkpoint.model_id, checkpoint.weights_sha256,
-            run_id, emit_scores=opts.emit_scores, emit_embeddings=bool(opts.emit_embeddings))
+            run_id, emit_scores=opts.emit_scores, emit_embeddings=bool(opts.emit_embeddings),
+            labelling_fingerprint=fingerprint)
         ).with_outputs("segments", "errors", main="clips"))
     errors = (
         (discovered.errors, clips.errors, assembled.errors)
         | "AllErrors" >> beam.Flatten()
-        | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id)))
+        | "ErrorRows" >> beam.ParDo(ErrorsToRows(run_id, fingerprint)))
     # Workers started by an external worker pool get no pipeline options: the sinks carry the
     # filesystem settings they need (see transforms/write_tables.py).
     settings = filesystem_settings(opts)
@@ -116,7 +121,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
 
 
 def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
-                   shard_files: tuple[str, ...], storage_options: dict, model_sha256: str):
+                   shard_files: tuple[str, ...], storage_options: dict, fingerprint: str):
     """SourceRefs -> (SourceRef, PreviousLabelling): a keyed join on the source URI against the
     earlier runs' clips rows and shard records, so each worker holds the history of the sources
     it reads, never the whole archive's (as a side input would, on every worker)."""
@@ -124,10 +129,10 @@ def _join_previous(p: beam.Pipeline, sources, clip_files: tuple[str, ...],
         return (p
                 | f"Previous{name}Files" >> beam.Create(list(files))
                 | f"Spread{name}Files" >> beam.Reshuffle()
-                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options, model_sha256)))
+                | f"ReadPrevious{name}" >> beam.ParDo(ReadPreviousRuns(name.lower(), storage_options, fingerprint)))
 
     return (
         {"source": sources | "BySourceUri" >> beam.Map(lambda s: (scrub_url(s.uri), s)),
          "labelled": history("Clips", clip_files), "shards": history("Shards", shard_files)}
         | "JoinPreviousRuns" >> beam.CoGroupByKey()
-        | "WithPrevious" >> beam.ParDo(JoinPrevious(model_sha256)))
+        | "WithPrevious" >> beam.ParDo(JoinPrevious(fingerprint)))

@@ -181,6 +181,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     it, then publish (pipeline/publish.py). Whatever raises before the manifest is written leaves
     the run id's earlier publication as it was."""
     from pipeline.build import build_pipeline
+    from transforms.scoring.fingerprint import run_fingerprint
 
     run_id, so = attempt.run_id, storage.fsspec_options()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -191,8 +192,11 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                                  if opts.skip_labelled else ([], []))
     reset_process_progress()
     p = beam.Pipeline(options=options)
+    # Everything that changes a row, hashed once: on every row, in the manifest, and what
+    # --skip_labelled matches earlier rows on.
+    fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
     build_pipeline(p, opts, checkpoint, attempt, selection, storage.public, tuple(previous),
-                   tuple(previous_shards))
+                   tuple(previous_shards), fingerprint=fingerprint)
     result = run_job(p)
     if result_view is not None:
         result = result_view(result)
@@ -205,6 +209,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     finished = datetime.datetime.now(datetime.timezone.utc)
     summary.seconds = (finished - started).total_seconds()
     manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
+    manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
     lease.check()
     files = promote(attempt, so)
     manifest.update(attempt=attempt.attempt_id, files=files,

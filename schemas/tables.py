@@ -13,7 +13,9 @@ import pyarrow as pa
 #    One schema per table whatever the options: clips and segments always carry scores and
 #    embedding (null unless --emit_scores / --emit_embeddings); embeddings are float32 only
 #    (Parquet FLOAT16 is unreadable in Spark).
-SCHEMA_VERSION = "4"
+# 5: labelling_fingerprint (clips, segments, errors): the SHA-256 of everything that changes a row
+#    (transforms/scoring/fingerprint.py); --skip_labelled matches on it instead of model_sha256.
+SCHEMA_VERSION = "5"
 
 def list_of(item: pa.DataType) -> pa.ListType:
     """A list column as the files hold it: the Parquet specification's element name
@@ -58,6 +60,10 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("activation", pa.string()),
     pa.field("model_id", pa.string()),
     pa.field("model_sha256", pa.string()),
+    # SHA-256 of everything that changes a row (weights, config, features, window and hop,
+    # aggregation, activation, label selection, optional outputs, schema version): rows with equal
+    # fingerprints were labelled the same way. The run's manifest lists what went in.
+    pa.field("labelling_fingerprint", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("labelled_at", pa.timestamp("us", tz="UTC")),
     *OPTIONAL_OUTPUTS,
@@ -72,6 +78,7 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("start_seconds", pa.float64(), nullable=False),
     pa.field("end_seconds", pa.float64(), nullable=False),
     pa.field("labels", list_of(LABEL_SCORE)),
+    pa.field("labelling_fingerprint", pa.string()),   # as in clips
     pa.field("run_id", pa.string(), nullable=False),
     *OPTIONAL_OUTPUTS,
 ], metadata=_METADATA)
@@ -84,6 +91,7 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("stage", pa.string(), nullable=False),
     pa.field("error_type", pa.string(), nullable=False),
     pa.field("message", pa.string()),
+    pa.field("labelling_fingerprint", pa.string()),   # the settings the input failed under
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
 ], metadata=_METADATA)

@@ -62,7 +62,7 @@ class AssembleClips(beam.DoFn):
 
     def __init__(self, selection: LabelSelection, activation: str, aggregation: str, model_id: str,
                  model_sha256: str, run_id: str, emit_scores: bool = False,
-                 emit_embeddings: bool = False):
+                 emit_embeddings: bool = False, labelling_fingerprint: str | None = None):
         self._selection = selection
         self._activation = activation
         self._aggregation = aggregation
@@ -71,6 +71,7 @@ class AssembleClips(beam.DoFn):
         self._run_id = run_id
         self._emit_scores = emit_scores
         self._emit_embeddings = emit_embeddings
+        self._fingerprint = labelling_fingerprint
         self._labelled = beam.metrics.Metrics.counter("audio_labelling", "clips_labelled")
 
     def _optional_columns(self, scores, embedding) -> dict:
@@ -94,21 +95,23 @@ class AssembleClips(beam.DoFn):
         row = clip_row(result.clip, self._selection.select(result.scores), self._activation,
                        self._model_id, self._model_sha256, self._run_id,
                        num_windows=len(result.windows), aggregation=result.aggregation,
-                       silent=result.silent)
+                       silent=result.silent, labelling_fingerprint=self._fingerprint)
         yield {**row, **self._optional_columns(result.scores, result.embedding)}
         for window in result.windows:
-            segment = segment_row(result.clip, window, self._selection.select(window.scores), self._run_id)
+            segment = segment_row(result.clip, window, self._selection.select(window.scores), self._run_id,
+                                  labelling_fingerprint=self._fingerprint)
             yield beam.pvalue.TaggedOutput(
                 "segments", {**segment, **self._optional_columns(window.scores, window.embedding)})
 
 
 class ErrorsToRows(beam.DoFn):
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, labelling_fingerprint: str | None = None):
         self._run_id = run_id
+        self._fingerprint = labelling_fingerprint
         self._errored = beam.metrics.Metrics.counter("audio_labelling", "inputs_errored")
 
     def process(self, error):
-        row = error_row(error, self._run_id)
+        row = error_row(error, self._run_id, self._fingerprint)
         self._errored.inc()
         # One counter per stage/type, so the runner's metrics say what went wrong, not only how often.
         beam.metrics.Metrics.counter("audio_labelling_errors", f"{row['stage']}/{row['error_type']}").inc()

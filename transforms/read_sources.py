@@ -9,6 +9,8 @@ members ignored, ...) on its 'tally' output, combined by transforms/run_stats.py
 below are for progress and dashboards only. Counters, namespace audio_labelling:
 
 * clips_skipped: discovered clips left out because --skip_labelled found them labelled.
+* sources_unversioned: sources read under --skip_labelled whose store gave neither ETag nor
+  mtime: never skipped (transforms/io/incremental.py UnversionedSources logs the first).
 * inputs_discovered: +1 per plain file, +1 per audio member found in a shard,
   +1 per shard that fails (cannot be opened, breaks midway, holds no audio),
   matching its one error row. So discovered == labelled + errored stays exact.
@@ -26,7 +28,8 @@ import apache_beam as beam
 
 from transforms.elements import ClipSource, InputError
 from transforms.io.incremental import (
-    CLIPS_COLUMNS, PreviousLabelling, iter_parquet_rows, labelling_key, previous_entry)
+    CLIPS_COLUMNS, PreviousLabelling, UnversionedSources, is_real_version, iter_parquet_rows, labelling_key,
+    previous_entry)
 from transforms.io.shards import MAX_SAMPLE_BYTES, MemberProblem, ShardReader, ShardReadError
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.io.url_secrets import scrub_url
@@ -49,20 +52,20 @@ def member_clip_id(shard_uri: str, member_name: str) -> str:
 
 class ReadPreviousRuns(beam.DoFn):
     """A Parquet file of an earlier run -> keyed history entries for the join with this run's
-    sources: ``clips`` files -> (source uri, (member, source version)) of the rows labelled by
-    this run's weights (``model_sha256``); ``shards`` files (shard statistics) -> (shard uri,
+    sources: ``clips`` files -> (source uri, (member, source version)) of the rows labelled the
+    way this run labels (``fingerprint``, transforms/scoring/fingerprint.py); ``shards`` files (shard statistics) -> (shard uri,
     (version, audio members)) of complete reads. Streams the file a batch of rows at a time, so
     a worker's memory does not grow with the history.
 
-    Rows of other weights can never match this run (labelling_key), so they are dropped here,
-    and the weights' digest is not sent with every entry (JoinPrevious puts it back): every
+    Rows of another fingerprint can never match this run (labelling_key), so they are dropped
+    here, and the fingerprint is not sent with every entry (JoinPrevious puts it back): every
     entry crosses the runner's data plane and shuffle, and on the DirectRunner a worker's peak
     memory grows with the bytes it relays (benchmarks/bench_skip_history_memory.py)."""
 
-    def __init__(self, kind: str, storage_options: dict | None = None, model_sha256: str | None = None):
+    def __init__(self, kind: str, storage_options: dict | None = None, fingerprint: str | None = None):
         self._kind = kind
         self._storage_options = storage_options
-        self._model_sha256 = model_sha256
+        self._fingerprint = fingerprint
         self._storage = None
 
     def setup(self):
@@ -75,8 +78,8 @@ class ReadPreviousRuns(beam.DoFn):
                 if clips:
                     entry = previous_entry(row)
                     if entry is not None:
-                        uri, (member, (sha, version)) = entry
-                        if sha == self._model_sha256:
+                        uri, (member, (fingerprint, version)) = entry
+                        if fingerprint == self._fingerprint:
                             yield uri, (member, version)
                 elif row["complete"] and row["source_version"]:
                     yield row["shard_uri"], (row["source_version"], row["audio_members"])
@@ -87,8 +90,8 @@ class JoinPrevious(beam.DoFn):
     PreviousLabelling): one source with what earlier runs know about it alone. URIs that only
     earlier runs know (not discovered this time) end here."""
 
-    def __init__(self, model_sha256: str | None = None):
-        self._model_sha256 = model_sha256
+    def __init__(self, fingerprint: str | None = None):
+        self._fingerprint = fingerprint
         # How much history one source brought to its worker (dashboards, benchmarks): bounded by
         # the source's own members times its earlier labellings, not by the archive's history.
         self._held = beam.metrics.Metrics.distribution(NAMESPACE, "history_entries_per_source")
@@ -98,8 +101,8 @@ class JoinPrevious(beam.DoFn):
         sources = list(grouped["source"])
         if not sources:
             return
-        # ReadPreviousRuns kept only this run's weights' rows and sent their version alone.
-        labelled = ((member, labelling_key(self._model_sha256, version))
+        # ReadPreviousRuns kept only this run's fingerprint's rows and sent their version alone.
+        labelled = ((member, labelling_key(self._fingerprint, version))
                     for member, version in grouped["labelled"])
         known = PreviousLabelling.of(labelled, grouped["shards"])
         self._held.update(sum(len(keys) for keys in known.labelled.values()))
@@ -112,10 +115,10 @@ class ReadSources(beam.DoFn):
     InputError on 'errors'. Tallies (transforms/run_stats.py) go to 'tally'; one record per tar
     shard (its version and audio member count) to 'shards'."""
 
-    def __init__(self, storage_options: dict | None = None, model_sha256: str | None = None,
+    def __init__(self, storage_options: dict | None = None, fingerprint: str | None = None,
                  max_sample_bytes: int = MAX_SAMPLE_BYTES):
         self._storage_options = storage_options
-        self._model_sha256 = model_sha256
+        self._fingerprint = fingerprint
         self._max_sample_bytes = max_sample_bytes
         self._storage = None
         counter = beam.metrics.Metrics.counter
@@ -127,16 +130,22 @@ class ReadSources(beam.DoFn):
         self._resumed = counter(NAMESPACE, "shard_reads_resumed")
         self._skipped = counter(NAMESPACE, "clips_skipped")
         self._shards_skipped = counter(NAMESPACE, "shards_skipped")
+        self._unversioned = counter(NAMESPACE, "sources_unversioned")
 
     def setup(self):
         self._storage = Storage(resolve_storage_options(self._storage_options))
 
     def process(self, element):
-        source, known = element if isinstance(element, tuple) else (element, None)
+        skipping = isinstance(element, tuple)   # --skip_labelled: joined with earlier runs
+        source, known = element if skipping else (element, None)
         known = known or PreviousLabelling()
         # Recorded with every clip, so that a later --skip_labelled run can tell what changed.
         version = self._storage.version(source.uri)
-        key = labelling_key(self._model_sha256, version)
+        key = labelling_key(self._fingerprint, version)
+        if skipping and version is not None and not is_real_version(version):
+            # Neither ETag nor mtime: a same-size rewrite would look unchanged, so never skipped.
+            self._unversioned.inc()
+            UnversionedSources.note(scrub_url(source.uri), version)
         if source.kind != "shard":
             self._discovered.inc()
             yield _tally(DISCOVERED, 1)
@@ -149,7 +158,7 @@ class ReadSources(beam.DoFn):
                 return
             yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version)
             return
-        members = known.whole_shard(self._model_sha256, version)
+        members = known.whole_shard(self._fingerprint, version)
         if members is not None:
             # Unchanged, and every audio member labelled the same way before: not even opened.
             self._discovered.inc(members)

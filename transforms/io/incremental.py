@@ -4,17 +4,26 @@ Earlier runs' clips rows and per-shard statistics are joined with this run's sou
 URI (a plain file's URI, a shard's URI), so a worker only ever holds what earlier runs know
 about the one source it is reading, never the whole history.
 
-"Labelled the same way" is decided by one function, :func:`labelling_key`: today the same model
-weights (SHA-256 of model.safetensors) over the same source version (ETag, or size and mtime).
+"Labelled the same way" is decided by one function, :func:`labelling_key`: the same labelling
+fingerprint (transforms/scoring/fingerprint.py: weights, config, features, window and hop,
+aggregation, activation, label selection, optional outputs, schema version) over the same real
+source version (an ETag, or size and a modification time). A source whose store reports neither
+ETag nor mtime has no real version (a same-size rewrite would look unchanged), so it is never
+skipped: :func:`labelling_key` gives it no key, and :class:`UnversionedSources` says so once per
+worker process.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 # Columns of the clips table the join reads.
-CLIPS_COLUMNS = ["clip_id", "shard_uri", "member_name", "source_version", "model_sha256"]
+# Files of runs older than schema version 5 lack labelling_fingerprint: the Parquet reader leaves
+# a missing column out, so their rows carry no fingerprint and never match (they are relabelled).
+CLIPS_COLUMNS = ["clip_id", "shard_uri", "member_name", "source_version", "labelling_fingerprint"]
 # Rows turned into Python values at a time: a worker's memory for reading history is what the
 # Parquet reader holds for one row group of these columns plus this many rows as Python values,
 # however many rows the file or the history holds.
@@ -29,12 +38,54 @@ HISTORY_BATCH_ROWS = 1024
 CLIPS_ROW_GROUP_BYTES = 4 << 20
 
 
-def labelling_key(model_sha256: str | None, source_version: str | None) -> tuple[str, str] | None:
+_LOG = logging.getLogger(__name__)
+
+
+def is_real_version(source_version: str | None) -> bool:
+    """Whether a source version (transforms/io/storage.py Storage.version) can tell a rewrite:
+    an ETag, or a modification time next to the size. ``size:N;mtime:None`` cannot."""
+    if not source_version:
+        return False
+    if source_version.startswith("etag:"):
+        return len(source_version) > len("etag:")
+    fields = dict(part.split(":", 1) for part in source_version.split(";") if ":" in part)
+    return fields.get("mtime") not in (None, "", "None")
+
+
+def labelling_key(fingerprint: str | None, source_version: str | None) -> tuple[str, str] | None:
     """Two labellings of a clip are the same when their keys are equal. None: never the same
-    (a source without a version cannot be told unchanged)."""
-    if not model_sha256 or not source_version:
+    (no fingerprint: a row of an older schema; no real version: a source that cannot be told
+    unchanged)."""
+    if not fingerprint or not is_real_version(source_version):
         return None
-    return (model_sha256, source_version)
+    return (fingerprint, source_version)
+
+
+class UnversionedSources:
+    """Sources read under --skip_labelled that have no real version (always relabelled): one
+    warning per process, at the first such source, with its URI as an example; the count
+    goes to the caller's counter (transforms/read_sources.py, ``sources_unversioned``)."""
+
+    _lock = threading.Lock()
+    _warned = False
+
+    @classmethod
+    def note(cls, uri: str, version: str | None) -> bool:
+        """Records one such source; True when this call logged the warning."""
+        with cls._lock:
+            if cls._warned:
+                return False
+            cls._warned = True
+        _LOG.warning("--skip_labelled: %s has no ETag and no modification time (version %r), so it "
+                     "cannot be told unchanged and is labelled again on every run; so is every such "
+                     "source (counter audio_labelling/sources_unversioned counts them; this is logged "
+                     "once per worker process)", uri, version)
+        return True
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            cls._warned = False
 
 
 def source_key(row: dict) -> str:
@@ -44,8 +95,8 @@ def source_key(row: dict) -> str:
 
 def previous_entry(row: dict) -> tuple[str, tuple[str | None, tuple[str, str]]] | None:
     """(source URI, (member name or None, labelling key)) of an earlier clips row, or None when
-    that row can never match (no version or no model)."""
-    key = labelling_key(row.get("model_sha256"), row.get("source_version"))
+    that row can never match (no real version, or no fingerprint: an older schema)."""
+    key = labelling_key(row.get("labelling_fingerprint"), row.get("source_version"))
     if key is None:
         return None
     return source_key(row), (row.get("member_name") if row.get("shard_uri") else None, key)
@@ -85,12 +136,12 @@ class PreviousLabelling:
     def has(self, member: str | None, key: tuple[str, str] | None) -> bool:
         return key is not None and key in self.labelled.get(member, ())
 
-    def whole_shard(self, model_sha256: str, version: str | None) -> int | None:
+    def whole_shard(self, fingerprint: str, version: str | None) -> int | None:
         """Member count of a shard whose every audio member (at this version) was labelled the
         same way, so it need not be read at all; None when it must be read. A shard with a
         member that errored, was never labelled, or whose member count is unknown (no complete
         read of this version recorded) is read."""
-        key = labelling_key(model_sha256, version)
+        key = labelling_key(fingerprint, version)
         members = self.shard_members.get(version) if key is not None else None
         if not members:
             return None

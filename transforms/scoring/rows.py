@@ -16,7 +16,7 @@ def utc_now() -> datetime.datetime:
 
 def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
              model_sha256: str, run_id: str, num_windows: int, aggregation: str,
-             silent: bool = False) -> dict:
+             silent: bool = False, labelling_fingerprint: str | None = None) -> dict:
     return {
         "clip_id": scrub_url(clip.clip_id),
         "source_uri": scrub_url(clip.source_uri),
@@ -36,12 +36,14 @@ def clip_row(clip: ClipInfo, labels: list[dict], activation: str, model_id: str,
         "activation": activation,
         "model_id": model_id,
         "model_sha256": model_sha256,
+        "labelling_fingerprint": labelling_fingerprint,
         "run_id": run_id,
         "labelled_at": utc_now(),
     }
 
 
-def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id: str) -> dict:
+def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id: str,
+                labelling_fingerprint: str | None = None) -> dict:
     return {
         "clip_id": scrub_url(clip.clip_id),
         "source_uri": scrub_url(clip.source_uri),
@@ -49,11 +51,12 @@ def segment_row(clip: ClipInfo, window: WindowScores, labels: list[dict], run_id
         "start_seconds": window.start_seconds,
         "end_seconds": window.end_seconds,
         "labels": labels,
+        "labelling_fingerprint": labelling_fingerprint,
         "run_id": run_id,
     }
 
 
-def error_row(error: InputError, run_id: str) -> dict:
+def error_row(error: InputError, run_id: str, labelling_fingerprint: str | None = None) -> dict:
     return {
         "source_uri": scrub_url(error.source_uri),
         "clip_id": scrub_url(error.clip_id),
@@ -62,6 +65,7 @@ def error_row(error: InputError, run_id: str) -> dict:
         "stage": error.stage,
         "error_type": error.error_type,
         "message": scrub_text(error.message),
+        "labelling_fingerprint": labelling_fingerprint,
         "run_id": run_id,
         "recorded_at": utc_now(),
     }
