@@ -110,7 +110,7 @@ def write_history(out: str, size: int, model_sha256: str, fingerprint: str, curr
 
     from pipeline.publish import write_manifest
     from pipeline.run_layout import Attempt, published_table_dir
-    from schemas.tables import CLIPS_SCHEMA, SHARD_STATS_SCHEMA
+    from schemas.tables import SHARD_STATS_SCHEMA
     from transforms.elements import ClipInfo
     from transforms.io.storage import Storage
     from transforms.scoring.rows import clip_row

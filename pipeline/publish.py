@@ -50,6 +50,14 @@ def _is_local(fs) -> bool:
     return "file" in protocols or "local" in protocols
 
 
+def _listing(fs, folder: str, pattern: str = "*") -> list[str]:
+    """``glob`` under ``folder`` as the store holds it now: fsspec filesystems are shared in a
+    process and cache listings, and a process that launches several runs must not decide what
+    to publish, retire or skip from an earlier run's listing."""
+    fs.invalidate_cache(folder)
+    return sorted(fs.glob(f"{folder.rstrip('/')}/{pattern}"))
+
+
 def _uri(fs, path: str) -> str:
     return path if _is_local(fs) else fs.unstrip_protocol(path)
 
@@ -69,7 +77,7 @@ def check_writable(output: str, storage_options: dict | None = None) -> None:
 def attempt_files(attempt: Attempt, table: str, storage_options: dict | None = None) -> list[str]:
     """The Parquet files an attempt's job committed for one table (fsspec paths, sorted)."""
     fs, where = _fs(attempt.table_dir(table), storage_options)
-    return sorted(fs.glob(f"{where.rstrip('/')}/*.parquet"))
+    return _listing(fs, where, "*.parquet")
 
 
 def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, list[str]]:
@@ -150,11 +158,12 @@ def retire_other_attempts(output: str, run_id: str, manifest: dict,
     removed = []
     for table in TABLE_NAMES:
         _, folder = _fs(published_table_dir(output, run_id, table), storage_options)
-        for path in fs.glob(f"{folder.rstrip('/')}/*") if fs.exists(folder) else []:
+        for path in _listing(fs, folder):
             if path not in keep:
                 fs.rm(path, recursive=True)
                 removed.append(path)
     _, meta = _fs(run_meta_dir(output, run_id), storage_options)
+    fs.invalidate_cache(meta)
     for path in fs.ls(meta, detail=False) if fs.exists(meta) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if not name.startswith("_") and name != manifest["attempt"]:
@@ -167,9 +176,7 @@ def finished_runs(output: str, storage_options: dict | None = None) -> list[str]
     """Run ids under an output root that were published (hold a manifest)."""
     fs, root = _fs(output, storage_options)
     runs = f"{root.rstrip('/')}/{RUNS_DIR}"
-    if not fs.exists(runs):
-        return []
-    found = fs.glob(f"{runs}/*/{MANIFEST_NAME}")
+    found = _listing(fs, runs, f"*/{MANIFEST_NAME}")
     return sorted(p.rstrip("/").split("/")[-2] for p in found)
 
 
@@ -193,7 +200,7 @@ def published_stats_files(output: str, run_id: str, storage_options: dict | None
     fs, root = _fs(output, storage_options)
     attempt = Attempt(output, run_id, manifest["attempt"])
     _, where = _fs(attempt.shard_stats_dir, storage_options)
-    return [_uri(fs, p) for p in sorted(fs.glob(f"{where.rstrip('/')}/*.parquet"))]
+    return [_uri(fs, p) for p in _listing(fs, where, "*.parquet")]
 
 
 def _finished_files(output: str, which, exclude_run_id: str | None,
