@@ -350,19 +350,12 @@ def build_report(run: str, out: str) -> str:
     timings = read_run_timings(run)
     charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
               windows_chart(run, clips), throughput_chart(clips, timings)]
-    os.makedirs(out, exist_ok=True)
-    for chart in charts:
-        if chart.png is not None:
-            with open(os.path.join(out, f"{chart.name}.png"), "wb") as f:
-                f.write(chart.png)
-    path = os.path.join(out, "index.html")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(render_html(run, charts, clips, errors, timings,
-                            finished=fs.isfile(f"{root.rstrip('/')}/{MANIFEST_FILE}")))
-    return path
+    return _write_report(out, charts, render_html(run, charts, clips, errors, timings,
+                                                  finished=fs.isfile(f"{root.rstrip('/')}/{MANIFEST_FILE}")))
 
 
 def _write_report(out: str, charts: list[Chart], page: str) -> str:
+    """``out``/index.html holding ``page``, and each drawn chart beside it as a PNG file."""
     os.makedirs(out, exist_ok=True)
     for chart in charts:
         if chart.png is not None:
