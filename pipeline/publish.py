@@ -91,19 +91,15 @@ def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, 
     try:
         for table in TABLE_NAMES:
             _, target = _fs(published_table_dir(attempt.output, attempt.run_id, table), storage_options)
+            fs.makedirs(target, exist_ok=True)
             files[table] = []
             for source in attempt_files(attempt, table, storage_options):
                 dest = f"{target.rstrip('/')}/{source.rsplit('/', 1)[-1]}"
-                fs.makedirs(target, exist_ok=True)
                 fs.mv(source, dest)
                 moved.append((source, dest))
                 files[table].append(dest[len(root) + 1:])
     except Exception:
-        for source, dest in reversed(moved):
-            try:
-                fs.mv(dest, source)
-            except Exception as e:   # the next publication of this run id removes strays
-                _LOG.error("could not move %s back after a failed publication: %s", dest, e)
+        _move_back(fs, moved)
         raise
     for table in TABLE_NAMES:   # now empty (on a local disk, folders remain)
         _, emptied = _fs(attempt.table_dir(table), storage_options)
@@ -115,14 +111,22 @@ def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, 
 def unpromote(attempt: Attempt, files: dict[str, list[str]], storage_options: dict | None = None) -> None:
     """Undo ``promote`` when a later publication step failed (best effort)."""
     fs, root = _fs(attempt.output, storage_options)
+    moved = []
     for table, paths in files.items():
-        for relative in paths:
-            _, folder = _fs(attempt.table_dir(table), storage_options)
-            try:
-                fs.makedirs(folder, exist_ok=True)
-                fs.mv(f"{root.rstrip('/')}/{relative}", f"{folder}/{relative.rsplit('/', 1)[-1]}")
-            except Exception as e:
-                _LOG.error("could not move %s back after a failed publication: %s", relative, e)
+        _, folder = _fs(attempt.table_dir(table), storage_options)
+        moved += [(f"{folder}/{p.rsplit('/', 1)[-1]}", f"{root.rstrip('/')}/{p}") for p in paths]
+    _move_back(fs, moved)
+
+
+def _move_back(fs, moved: list[tuple[str, str]]) -> None:
+    """Move each (source, dest) pair's file from dest back to source, last first (best effort:
+    the next publication of the run id removes what stays behind)."""
+    for source, dest in reversed(moved):
+        try:
+            fs.makedirs(source.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(dest, source)
+        except Exception as e:
+            _LOG.error("could not move %s back after a failed publication: %s", dest, e)
 
 
 def write_manifest(output: str, run_id: str, manifest: dict, storage_options: dict | None = None) -> str:

@@ -21,6 +21,7 @@ the accounting and prints the summary from them without reading the tables.
 from __future__ import annotations
 
 import datetime
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -53,6 +54,10 @@ def manifest_path(output: str, run_id: str) -> str:
 
 def lease_path(output: str, run_id: str) -> str:
     return f"{run_meta_dir(output, run_id)}/{LEASE_NAME}"
+
+
+# What new_attempt_id makes: tools that find attempt folders (pipeline/table_files.py) match it.
+ATTEMPT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
 def new_attempt_id() -> str:

@@ -56,9 +56,12 @@ def read_table(output: str, run_id: str, table: str, storage_options: dict | Non
     storage_options as for --storage_options). Reads the whole table (or the columns asked for):
     not for the launcher."""
     fs, _ = _fs(output, storage_options)
-    files = [fsspec.core.url_to_fs(u, **options_for_protocol(storage_options or {}, protocol_of(u)))[1]
-             for u in published_files(output, run_id, table, storage_options)]
-    return _read_files(fs, files, table, columns)
+    return _read_files(fs, _published_paths(output, run_id, table, storage_options), table, columns)
+
+
+def _published_paths(output: str, run_id: str, table: str, storage_options: dict | None) -> list[str]:
+    """fsspec paths of the files a published run's manifest names for ``table``."""
+    return [_fs(u, storage_options)[1] for u in published_files(output, run_id, table, storage_options)]
 
 
 def read_run_stats(attempt: Attempt, storage_options: dict | None = None) -> dict:
@@ -155,8 +158,7 @@ class RunSummary:
         then where its manifest says."""
         if not self.published:
             return attempt_files(self.attempt, table, self.storage_options)
-        return [_fs(u, self.storage_options)[1]
-                for u in published_files(self.output, self.run_id, table, self.storage_options)]
+        return _published_paths(self.output, self.run_id, table, self.storage_options)
 
     # Rows on demand (whole tables: for tests and small runs, never used by the launcher).
     def _table(self, name: str) -> pa.Table:
@@ -200,9 +202,9 @@ class RunSummary:
             raise AccountingError(f"run {self.run_id}: {self.segment_rows} segments rows but the "
                                   f"clips' num_windows add up to {self._count('num_windows_total')}")
         if verify_tables:
+            fs, _ = _fs(self.output, self.storage_options)
             for table, expected in (("clips", labelled), ("errors", errored),
                                     ("segments", self.segment_rows)):
-                fs, _ = _fs(self.output, self.storage_options)
                 committed = _row_count(fs, self._files(table))
                 if committed != expected:
                     raise AccountingError(f"run {self.run_id}: the {table} table holds {committed} "

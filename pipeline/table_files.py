@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import json
-import re
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-MANIFEST_NAME = "_MANIFEST.json"   # pipeline/run_layout.py (not imported: tools stay launcher-free)
-_ATTEMPT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")   # run_layout.new_attempt_id
+from pipeline.run_layout import ATTEMPT_ID, MANIFEST_NAME
 
 
 def _parquet_files(fs, root: str) -> list[str]:
@@ -29,7 +26,7 @@ def run_table_files(fs, run_root: str, table: str) -> list[str] | None:
             output_root = run_root.rsplit("/", 2)[0]
             return [f"{output_root}/{p}" for p in files.get(table, [])]
     attempts = sorted(p for p in fs.ls(run_root, detail=False)
-                      if _ATTEMPT_ID.fullmatch(p.rstrip("/").rsplit("/", 1)[-1]) and fs.isdir(p))
+                      if ATTEMPT_ID.fullmatch(p.rstrip("/").rsplit("/", 1)[-1]) and fs.isdir(p))
     if attempts:
         return _parquet_files(fs, f"{attempts[-1]}/{table}")
     return None
