@@ -143,3 +143,28 @@ def test_redact_hides_credentials_at_any_depth():
     for secret in ("AKIA123", "s3cr3t", '"t"', '"x"'):
         assert secret not in text
     assert "http://h:1" in text and "s3://b/a" in text
+
+
+def test_a_failed_iceberg_commit_moves_the_files_back(tmp_path, tiny_checkpoint, monkeypatch):
+    """Step 2 failing after step 1 moved the files: they go back to the attempt's folder, the
+    table folders hold none of them, and nothing is published."""
+    from pipeline import iceberg
+
+    audio = tmp_path / "audio"
+    write_good(str(audio))
+    out = str(tmp_path / "out")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("catalog unreachable (test double around the real commit)")
+
+    monkeypatch.setattr(iceberg, "commit_run", refuse)
+    with pytest.raises(ConnectionError, match="catalog unreachable"):
+        run(["--input", str(audio), "--output", out, "--model", tiny_checkpoint, "--run_id", "nightly",
+             "--iceberg_catalog", "local"])
+    assert finished_runs(out) == [] and read_manifest(out, "nightly") is None
+    for table in ("clips", "segments", "errors"):
+        folder = published_table_dir(out, "nightly", table)
+        assert not os.path.isdir(folder) or os.listdir(folder) == []
+    (attempt,) = [n for n in os.listdir(run_meta_dir(out, "nightly")) if not n.startswith("_")]
+    moved_back = os.listdir(os.path.join(run_meta_dir(out, "nightly"), attempt, "clips"))
+    assert len(moved_back) >= 1 and all(n.startswith(f"part-{attempt}-") for n in moved_back)
