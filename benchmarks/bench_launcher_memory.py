@@ -36,9 +36,9 @@ import json, sys, time, tracemalloc
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 ensure_protobuf_python_backend()
 import pipeline.main as main
-from pipeline.publish import read_manifest
-from pipeline.run_layout import Attempt
-from pipeline.summary import RunSummary, read_table
+from pipeline.runs.publish import read_manifest
+from pipeline.runs.layout import Attempt
+from pipeline.runs.summary import RunSummary, read_table
 out, run_id, mode = sys.argv[1:4]
 tracemalloc.start()
 t = time.perf_counter()
@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temp dir, removed)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
-    from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+    from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_launcher_")
     report = {"sizes": {}}

@@ -139,7 +139,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, ROOT)
-    from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+    from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_long_memory_")
     os.makedirs(work, exist_ok=True)

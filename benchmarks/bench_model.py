@@ -3,7 +3,7 @@
     cd /work/main && python benchmarks/bench_model.py            # batch 4, 3 rounds, all cores
     python benchmarks/bench_model.py --batch-size 4 --repeats 5 --threads 2 --out report.json
 
-Backends, all on the same checkpoint (pipeline.demo_checkpoint.FULL_SIZE, random weights,
+Backends, all on the same checkpoint (pipeline.demo.checkpoint.FULL_SIZE, random weights,
 written to a temp dir) and the same input batch:
 
   native   transforms/model/ast_native.py: MindSpore Cells compiled with mindspore.jit (graph mode)
@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
         return {}
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    from pipeline.demo_checkpoint import FULL_SIZE, write_checkpoint
+    from pipeline.demo.checkpoint import FULL_SIZE, write_checkpoint
 
     tmp = None
     ckpt = args.checkpoint_dir

@@ -35,8 +35,8 @@ if "--part" not in sys.argv or "pytorch" not in sys.argv:   # the torch part nev
 
 
 def prepare(workdir: str, clips: int, size: str) -> tuple[str, str]:
-    from pipeline.demo_audio import chirp, noise, tone, write_audio
-    from pipeline.demo_checkpoint import FULL_SIZE, TinyASTSpec, write_checkpoint
+    from pipeline.demo.audio import chirp, noise, tone, write_audio
+    from pipeline.demo.checkpoint import FULL_SIZE, TinyASTSpec, write_checkpoint
 
     audio = os.path.join(workdir, "audio")
     os.makedirs(audio, exist_ok=True)

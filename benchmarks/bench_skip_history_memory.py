@@ -108,8 +108,8 @@ def write_history(out: str, size: int, model_sha256: str, fingerprint: str, curr
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.publish import write_manifest
-    from pipeline.run_layout import Attempt, published_table_dir
+    from pipeline.runs.publish import write_manifest
+    from pipeline.runs.layout import Attempt, published_table_dir
     from schemas.tables import SHARD_STATS_SCHEMA
     from transforms.elements import ClipInfo
     from transforms.io.storage import Storage
@@ -159,7 +159,7 @@ def history_labelling(model: str) -> tuple[str, str]:
     ensure_protobuf_python_backend()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import LabelAudioOptions
+    from pipeline.launch.options import LabelAudioOptions
     from transforms.io.checkpoint import inspect_checkpoint
     from transforms.scoring.fingerprint import run_fingerprint
     from transforms.scoring.labels import LabelSelection
@@ -177,8 +177,8 @@ def main() -> int:
     parser.add_argument("--limit_mb", type=float, default=50.0)
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
-    from pipeline.demo_audio import tone
-    from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+    from pipeline.demo.audio import tone
+    from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
     from tests.shard_corpus import audio_bytes, make_tar
 
     work = tempfile.mkdtemp(prefix="bench_history_")

@@ -52,7 +52,7 @@ def _features(n: int, max_length: int, num_mel_bins: int, seed: int = 0):
 
 
 def _spec(size: str):
-    from pipeline.demo_checkpoint import FULL_SIZE, TinyASTSpec
+    from pipeline.demo.checkpoint import FULL_SIZE, TinyASTSpec
 
     return FULL_SIZE if size == "full" else TinyASTSpec()
 
@@ -188,7 +188,7 @@ def part_pytorch(args) -> dict:
 def part_pipeline(args) -> dict:
     import logging
 
-    from pipeline.demo_audio import chirp, noise, tone, write_audio
+    from pipeline.demo.audio import chirp, noise, tone, write_audio
     from pipeline.main import run
 
     audio = os.path.join(args.workdir, "audio")
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                     "model_size": args.size, "batches": args.batches, "machine": machine_info()}
     with tempfile.TemporaryDirectory(prefix="device_check_") as workdir:
         args.workdir = workdir
-        from pipeline.demo_checkpoint import write_checkpoint
+        from pipeline.demo.checkpoint import write_checkpoint
 
         args.model = write_checkpoint(os.path.join(workdir, "model"), _spec(args.size), seed=0)
         report["devices"] = _run_part(args, "devices")

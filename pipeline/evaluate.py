@@ -9,7 +9,7 @@
 The predictions come from a Parquet path or from the Iceberg clips table runs were committed to
 (``--iceberg_catalog``; ``--iceberg_output`` names the local output root of an unconfigured, embedded
 catalog): one run's rows with ``--run_id``, otherwise the archive's current labels, the latest row
-per clip over all runs (pipeline/iceberg_read.py).
+per clip over all runs (pipeline/lakehouse/iceberg_read.py).
 
 Ground truth (a CSV with a header row; lines starting with '#' are skipped, except an AudioSet
 header written as ``# YTID, start_seconds, end_seconds, positive_labels``):
@@ -65,9 +65,9 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from pipeline.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,
+from pipeline.lakehouse.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,
                                      open_source_catalog)
-from pipeline.table_files import read_parquet_path
+from pipeline.runs.table_files import read_parquet_path
 from transforms.scoring.labels import LabelMap, load_label_map, roll_up
 
 MISSING = "<no prediction>"
@@ -541,7 +541,7 @@ def read_predictions(args: argparse.Namespace) -> pa.Table:
     run's rows with --run_id, else the archive's current labels)."""
     if not args.iceberg_catalog:
         return read_parquet_path(args.predictions, "clips")
-    from pipeline.iceberg_read import read_iceberg_table
+    from pipeline.lakehouse.iceberg_read import read_iceberg_table
 
     return read_iceberg_table(open_source_catalog(args), args.iceberg_namespace, "clips", args.run_id)
 

@@ -14,16 +14,16 @@ ensure_protobuf_python_backend()
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
-from pipeline.options import LabelAudioOptions, unknown_options  # noqa: E402
-from pipeline.publish import (  # noqa: E402
+from pipeline.launch.options import LabelAudioOptions, unknown_options  # noqa: E402
+from pipeline.launch.storage_settings import StorageSettings  # noqa: E402
+from pipeline.launch.worker_reach import check_worker_reach, runner_name  # noqa: E402
+from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
+from pipeline.runs.layout import Attempt  # noqa: E402
+from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
+from pipeline.runs.publish import (  # noqa: E402
     check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
     retire_other_attempts, unpromote, write_manifest)
-from pipeline.run_layout import Attempt  # noqa: E402
-from pipeline.run_lease import LeaseHeldError, RunLease  # noqa: E402
-from pipeline.storage_settings import StorageSettings  # noqa: E402
-from pipeline.summary import NothingDiscoveredError, RunSummary  # noqa: E402
-from pipeline.worker_reach import check_worker_reach, runner_name  # noqa: E402
+from pipeline.runs.summary import NothingDiscoveredError, RunSummary  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
@@ -88,7 +88,7 @@ def refuse_unsupported_runner(options: PipelineOptions) -> None:
 
 def _open_iceberg_catalog(opts):
     """The --iceberg_catalog, opened at launch so a misconfigured catalog fails before any work."""
-    from pipeline.iceberg import IcebergSetupError, open_catalog
+    from pipeline.lakehouse.iceberg_commit import IcebergSetupError, open_catalog
 
     try:
         return open_catalog(opts.iceberg_catalog, opts.output)
@@ -178,9 +178,9 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
 def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt: Attempt,
                  lease: RunLease, result_view) -> RunSummary:
     """One attempt of a run id, under its lease: run the job into the attempt's own folder, check
-    it, then publish (pipeline/publish.py). Whatever raises before the manifest is written leaves
+    it, then publish (pipeline/runs/publish.py). Whatever raises before the manifest is written leaves
     the run id's earlier publication as it was."""
-    from pipeline.build import build_pipeline
+    from pipeline.launch.build import build_pipeline
     from transforms.scoring.fingerprint import run_fingerprint
 
     run_id, so = attempt.run_id, storage.fsspec_options()
@@ -215,8 +215,8 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     manifest.update(attempt=attempt.attempt_id, files=files,
                     stats=attempt.stats_dir[len(opts.output.rstrip("/")) + 1:])
     if catalog is not None:
-        from pipeline.iceberg import publish_run
-        from pipeline.publish import published_files
+        from pipeline.lakehouse.iceberg_commit import publish_run
+        from pipeline.runs.publish import published_files
 
         try:
             # Before the manifest: a run whose Iceberg commit failed is not published either.

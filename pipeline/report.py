@@ -12,7 +12,7 @@ Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, 
 (from a ``num_windows`` clips column, else from a ``windows`` or ``segments`` table with a
 ``clip_id`` column; skipped with a note when neither exists) and throughput (needs a timing file in
 the run directory, normally the ``_MANIFEST.json`` a finished run ends with; see
-pipeline/run_timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
+pipeline/runs/timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
 is reported all the same, with a warning that the run may not have finished.
 
 From the Iceberg tables runs were committed to (``--iceberg_catalog``; ``--output`` names the local
@@ -49,10 +49,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipeline.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,  # noqa: E402
+from pipeline.lakehouse.iceberg_source import (add_iceberg_source_arguments, check_iceberg_source_arguments,  # noqa: E402
                                      open_source_catalog)
-from pipeline.run_timings import MANIFEST_FILE, TIMING_FILES, read_run_timings  # noqa: E402
-from pipeline.table_files import read_optional_table  # noqa: E402
+from pipeline.runs.timings import MANIFEST_FILE, TIMING_FILES, read_run_timings  # noqa: E402
+from pipeline.runs.table_files import read_optional_table  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
 
 TOP_LABELS = 25
@@ -370,10 +370,10 @@ def _write_report(out: str, charts: list[Chart], page: str) -> str:
 def build_iceberg_report(catalog, namespace: str, run_id: str | None, out: str) -> str:
     """The report of run ``run_id`` as committed to the Iceberg tables ``<namespace>.*`` of
     ``catalog``, or without a run id of the archive's current labels (the latest row per clip
-    over all runs, and the errors of inputs still not labelled; pipeline/iceberg_read.py).
+    over all runs, and the errors of inputs still not labelled; pipeline/lakehouse/iceberg_read.py).
     Throughput is left out: a snapshot records counts, not timings. Returns index.html's path."""
-    from pipeline.iceberg import COUNT_PROPERTY_PREFIX, RUN_ID_PROPERTY
-    from pipeline.iceberg_read import (committed_runs, current_errors, load_label_table, read_iceberg_table,
+    from pipeline.lakehouse.iceberg_commit import COUNT_PROPERTY_PREFIX, RUN_ID_PROPERTY
+    from pipeline.lakehouse.iceberg_read import (committed_runs, current_errors, load_label_table, read_iceberg_table,
                                        run_snapshot)
 
     clips = read_iceberg_table(catalog, namespace, "clips", run_id,

@@ -96,7 +96,7 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
 ], metadata=_METADATA)
 
-# Not a label table: one row per tar shard a run saw, in <run>/_stats/shards/ (pipeline/run_layout.py).
+# Not a label table: one row per tar shard a run saw, in <run>/_stats/shards/ (pipeline/runs/layout.py).
 # --skip_labelled skips a shard unread when a complete read of the same version found
 # audio_members members and every one of them was labelled the same way.
 SHARD_STATS_SCHEMA = pa.schema([

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import soundfile
 
-from pipeline.demo_audio import chirp, noise, tone, write_audio
+from pipeline.demo.audio import chirp, noise, tone, write_audio
 
 GOOD = [
     ("tone.wav", lambda r: tone(1.0, r, 440.0), 16000, 1),

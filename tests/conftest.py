@@ -8,7 +8,7 @@ import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
+from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import soundfile
 
-from pipeline.demo_audio import FORMATS, tone
+from pipeline.demo.audio import FORMATS, tone
 
 
 def encoded(ext: str, samples: np.ndarray, rate: int = 16000, subtype: str | None = None) -> bytes:

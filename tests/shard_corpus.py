@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import soundfile
 
-from pipeline.demo_audio import FORMATS
+from pipeline.demo.audio import FORMATS
 
 
 def audio_bytes(ext: str, samples: np.ndarray, rate: int, channels: int = 1) -> bytes:

@@ -9,9 +9,9 @@ import pytest
 from apache_beam.metrics.execution import MetricResult
 from apache_beam.metrics.metric import MetricResults
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.publish import finished_runs, read_manifest
+from pipeline.runs.publish import finished_runs, read_manifest
 from tests.shard_corpus import audio_bytes, make_tar
 
 

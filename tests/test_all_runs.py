@@ -14,10 +14,10 @@ import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.publish import finished_runs
-from pipeline.summary import read_table
+from pipeline.runs.publish import finished_runs
+from pipeline.runs.summary import read_table
 from schemas.tables import TABLES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.demo_checkpoint import FULL_SIZE, TinyASTSpec, label_names, write_checkpoint
+from pipeline.demo.checkpoint import FULL_SIZE, TinyASTSpec, label_names, write_checkpoint
 from transforms.model.ast_native import CheckpointError, NativeASTRunner, load_native_ast
 
 TINY = TinyASTSpec()

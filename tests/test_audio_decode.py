@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.demo_audio import tone, write_audio
+from pipeline.demo.audio import tone, write_audio
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio.audio_decode import TARGET_SAMPLE_RATE, AudioDecodeError, decode_audio
 

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
-from pipeline.run_layout import manifest_path
+from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
+from pipeline.runs.layout import manifest_path
 from pipeline.main import run
 from tests.audio_corpus import write_good
 from transforms.io.checkpoint import CHECKPOINT_FILES, inspect_checkpoint

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

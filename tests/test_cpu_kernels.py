@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.demo_checkpoint import TinyASTSpec
+from pipeline.demo.checkpoint import TinyASTSpec
 from transforms.model import cpu_kernels
 from transforms.model.ast_native import load_native_ast
 

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.demo_audio import tone
+from pipeline.demo.audio import tone
 from pipeline.main import run
-from pipeline.run_layout import manifest_path
+from pipeline.runs.layout import manifest_path
 from tests.s3_server import SeaweedS3
 from tests.shard_corpus import audio_bytes, make_tar
 from transforms.io.storage import LOG_REDACTED, hide_in_logs, unhide_in_logs

@@ -1,7 +1,7 @@
 """A run that finds no audio at all exits non-zero and publishes nothing, unless --allow_empty."""
 
 from pipeline.main import main
-from pipeline.publish import finished_runs, read_manifest
+from pipeline.runs.publish import finished_runs, read_manifest
 
 
 def test_nothing_discovered_fails_and_publishes_nothing(tmp_path, tiny_checkpoint, capsys):

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.main import main, run
-from pipeline.run_layout import published_table_dir
+from pipeline.runs.layout import published_table_dir
 from schemas.tables import SCHEMA_VERSION
 from tests.audio_corpus import GOOD, write_broken, write_good
 from transforms.audio.audio_decode import decode_audio

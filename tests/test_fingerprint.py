@@ -9,8 +9,8 @@ import shutil
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.demo_checkpoint import label_names
-from pipeline.options import LabelAudioOptions
+from pipeline.demo.checkpoint import label_names
+from pipeline.launch.options import LabelAudioOptions
 from transforms.audio.windowing import WindowGeometry
 from transforms.io.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, inspect_checkpoint
 from transforms.scoring.fingerprint import fingerprint_inputs, labelling_fingerprint, run_fingerprint

@@ -20,7 +20,7 @@ import threading
 
 import pytest
 
-from pipeline.demo_audio import chirp, noise, tone
+from pipeline.demo.audio import chirp, noise, tone
 from pipeline.main import run
 from tests.shard_corpus import audio_bytes, make_tar
 from transforms.io.shards import MAX_MEMBER_BYTES, ShardReader, ShardReadError

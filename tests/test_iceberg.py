@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
-from pipeline.iceberg import RUN_ID_PROPERTY, open_catalog
+from pipeline.demo.audio import noise, tone, write_audio
+from pipeline.lakehouse.iceberg_commit import RUN_ID_PROPERTY, open_catalog
 from pipeline.main import main, run
-from pipeline.run_layout import published_table_dir
+from pipeline.runs.layout import published_table_dir
 
 TABLES = ("clips", "segments", "errors")
 

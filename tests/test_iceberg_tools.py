@@ -11,14 +11,14 @@ import re
 import pyarrow as pa
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.evaluate import EvaluationError, evaluate, load_truth
 from pipeline.evaluate import main as evaluate_main
-from pipeline.iceberg import DEFAULT_NAMESPACE
-from pipeline.iceberg_read import (IcebergReadError, current_errors, current_rows, open_catalog_for_reading,
+from pipeline.lakehouse.iceberg_commit import DEFAULT_NAMESPACE
+from pipeline.lakehouse.iceberg_read import (IcebergReadError, current_errors, current_rows, open_catalog_for_reading,
                                    read_iceberg_table)
 from pipeline.main import run
-from pipeline.run_layout import run_meta_dir
+from pipeline.runs.layout import run_meta_dir
 from pipeline.report import build_report
 from pipeline.report import main as report_main
 
@@ -253,7 +253,7 @@ def test_documented_sql_gives_the_current_labels(archive):
 def test_a_configured_catalog_needs_no_output(archive, tmp_path, monkeypatch):
     """The catalog as pyiceberg users configure one (here: the runs' SQLite file, by variables;
     pyiceberg's SQL catalog keeps tables per catalog name, so the name stays)."""
-    from pipeline.iceberg import embedded_catalog_properties
+    from pipeline.lakehouse.iceberg_commit import embedded_catalog_properties
 
     for key, value in embedded_catalog_properties(archive["output"]).items():
         monkeypatch.setenv(f"PYICEBERG_CATALOG__{CATALOG.upper()}__{key.upper()}", value)

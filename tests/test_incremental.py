@@ -5,10 +5,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.demo_audio import noise, tone, write_audio
-from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint
+from pipeline.demo.audio import noise, tone, write_audio
+from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint
 from pipeline.main import run
-from pipeline.run_layout import Attempt, published_table_dir
+from pipeline.runs.layout import Attempt, published_table_dir
 from transforms.io.storage import Storage
 
 
@@ -94,7 +94,7 @@ def test_a_change_of_any_labelling_setting_relabels_every_clip(tmp_path, tiny_ch
     import json
     import shutil
 
-    from pipeline.demo_checkpoint import label_names
+    from pipeline.demo.checkpoint import label_names
     from tests.shard_corpus import audio_bytes, make_tar
 
     archive = tmp_path / "archive"

@@ -10,11 +10,11 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.publish import finished_runs
-from pipeline.run_layout import manifest_path
-from pipeline.summary import read_table
+from pipeline.runs.publish import finished_runs
+from pipeline.runs.layout import manifest_path
+from pipeline.runs.summary import read_table
 from transforms import mindspore_inference
 from transforms.elements import ClipInfo, FeatureWindow, ScoredWindow
 from transforms.mindspore_inference import MindSporeASTModelHandler, ModelFailure, is_job_failure

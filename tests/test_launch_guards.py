@@ -4,12 +4,12 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.demo_audio import noise, tone, write_audio
-from pipeline.error_budget import ErrorFractionExceeded, check_error_fraction
+from pipeline.demo.audio import noise, tone, write_audio
+from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction
 from pipeline.main import main
-from pipeline.options import unknown_options
-from pipeline.publish import finished_runs
-from pipeline.run_layout import manifest_path
+from pipeline.launch.options import unknown_options
+from pipeline.runs.publish import finished_runs
+from pipeline.runs.layout import manifest_path
 
 
 # ---------------------------------------------------------------- unknown options

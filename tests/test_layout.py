@@ -93,3 +93,60 @@ def test_import_check_sees_imports_inside_functions():
     # The launcher rule walks the whole tree, so a lazy import is an import too.
     tree = ast.parse("def f():\n    from pipeline.main import run\n    import pipeline.report\n")
     assert [name for _, name in _imported_names(tree)] == ["pipeline.main", "pipeline.report"]
+
+
+# A run's life on storage and the lakehouse know nothing of how a run was launched: they never
+# import the launcher's parts or the commands users run.
+STORAGE_FOLDERS = ("pipeline/runs", "pipeline/lakehouse")
+LAUNCH_AND_COMMANDS = ("pipeline.launch", "pipeline.main", "pipeline.report", "pipeline.evaluate",
+                       "pipeline.demo")
+
+
+def _is_within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _absolute_imports(path: Path, tree: ast.AST):
+    """(line, module) for every import in the file, relative ones resolved, and for
+    `from package import name` also package.name (the name may be a module)."""
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            yield node.lineno, module
+            for alias in node.names:
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def test_runs_and_lakehouse_never_import_the_launcher_or_the_commands():
+    sources = _sources_below(*STORAGE_FOLDERS)
+    for folder in STORAGE_FOLDERS:
+        assert any(p.parent == ROOT / folder for p in sources), f"{folder}/ holds no module"
+    offenders = []
+    for path in sources:
+        for lineno, name in _absolute_imports(path, ast.parse(path.read_text(), filename=str(path))):
+            if any(_is_within(name, banned) for banned in LAUNCH_AND_COMMANDS):
+                offenders.append(f"{path.relative_to(ROOT)}:{lineno} imports {name}")
+    assert offenders == []
+
+
+def test_storage_import_check_sees_every_form_of_import():
+    # Inside functions, `from pipeline import launch`, and relative imports all count.
+    path = ROOT / "pipeline" / "runs" / "publish.py"
+    tree = ast.parse("def f():\n    from pipeline import launch\n    from ..main import run\n"
+                     "    import pipeline.report\n")
+    names = {name for _, name in _absolute_imports(path, tree)}
+    assert {"pipeline.launch", "pipeline.main", "pipeline.main.run", "pipeline.report"} <= names
+
+
+@pytest.mark.parametrize("folder", ["launch", "runs", "lakehouse", "demo"])
+def test_each_pipeline_folder_says_what_lives_there(folder):
+    init = ROOT / "pipeline" / folder / "__init__.py"
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert doc.strip() and len(doc.strip().splitlines()) == 1, f"{init} needs a one-line docstring"

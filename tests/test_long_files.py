@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.run_layout import published_table_dir
-from pipeline.summary import read_table
+from pipeline.runs.layout import published_table_dir
+from pipeline.runs.summary import read_table
 from tests.audio_corpus import write_long, write_nan_midway
 from transforms.io.checkpoint import inspect_checkpoint
 from transforms.audio.fbank import ast_input_features

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.demo_audio import chirp, noise, tone
+from pipeline.demo.audio import chirp, noise, tone
 from pipeline.main import run
-from pipeline.run_layout import published_table_dir
+from pipeline.runs.layout import published_table_dir
 from schemas.tables import SCHEMA_VERSION
 from tests.shard_corpus import audio_bytes, compression_for, json_bytes, make_tar
 

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import main, run
-from pipeline.run_layout import published_table_dir
+from pipeline.runs.layout import published_table_dir
 from schemas.tables import CLIPS_SCHEMA, SEGMENTS_SCHEMA
 from transforms.io.checkpoint import inspect_checkpoint
 from transforms.scoring.labels import activate

@@ -24,9 +24,9 @@ import pytest
 from apache_beam.metrics.execution import MetricResult
 
 import pipeline.main as launcher
-from pipeline.demo_audio import chirp, noise, tone
+from pipeline.demo.audio import chirp, noise, tone
 from pipeline.main import main
-from pipeline.run_layout import manifest_path, published_table_dir
+from pipeline.runs.layout import manifest_path, published_table_dir
 from tests.portable_cluster import PortableCluster, namespaces_available
 from tests.shard_corpus import audio_bytes, compression_for, json_bytes, make_tar
 

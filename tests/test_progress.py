@@ -2,7 +2,7 @@
 import logging
 import re
 
-from pipeline.demo_audio import chirp, tone, write_audio
+from pipeline.demo.audio import chirp, tone, write_audio
 from pipeline.main import run
 from transforms.progress import ProgressLog
 

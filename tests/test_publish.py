@@ -7,9 +7,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.main import main, run
-from pipeline.publish import finished_runs, read_manifest, redact
-from pipeline.run_layout import MANIFEST_NAME, lease_path, published_table_dir, run_meta_dir
-from pipeline.summary import read_table
+from pipeline.runs.publish import finished_runs, read_manifest, redact
+from pipeline.runs.layout import MANIFEST_NAME, lease_path, published_table_dir, run_meta_dir
+from pipeline.runs.summary import read_table
 from transforms import mindspore_inference
 from tests.audio_corpus import write_good
 
@@ -148,7 +148,7 @@ def test_redact_hides_credentials_at_any_depth():
 def test_a_failed_iceberg_commit_moves_the_files_back(tmp_path, tiny_checkpoint, monkeypatch):
     """Step 2 failing after step 1 moved the files: they go back to the attempt's folder, the
     table folders hold none of them, and nothing is published."""
-    from pipeline import iceberg
+    from pipeline.lakehouse import iceberg_commit as iceberg
 
     audio = tmp_path / "audio"
     write_good(str(audio))

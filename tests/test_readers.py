@@ -12,9 +12,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.run_layout import published_table_dir
+from pipeline.runs.layout import published_table_dir
 
 RUNS = {"plain": [], "scores": ["--emit_scores"], "embeddings": ["--emit_embeddings"]}
 TABLES = ("clips", "segments", "errors")

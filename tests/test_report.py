@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.report import build_report, main
-from pipeline.run_timings import read_run_timings
+from pipeline.runs.timings import read_run_timings
 from schemas.tables import CLIPS_SCHEMA, ERRORS_SCHEMA
 
 START = datetime.datetime(2024, 5, 1, 10, 0, 0, tzinfo=datetime.timezone.utc)
@@ -69,7 +69,7 @@ def check_png(path):
 
 def test_full_report_with_timings(tmp_path):
     run = write_run(str(tmp_path), "r1", clips_rows(), error_rows())
-    # The manifest as pipeline/publish.py + main.build_manifest write it (the parts read here).
+    # The manifest as pipeline/runs/publish.py + main.build_manifest write it (the parts read here).
     manifest = {"run_id": "r1", "counts": {"discovered": 56, "labelled": 50, "errored": 6},
                 "timings": {"started": START.isoformat(), "finished": (START + datetime.timedelta(seconds=40)).isoformat(),
                             "seconds": 40.0, "clips_per_second": 1.25,

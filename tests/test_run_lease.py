@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from pipeline.main import main
-from pipeline.publish import finished_runs
-from pipeline.run_layout import lease_path, run_meta_dir
-from pipeline.run_lease import LeaseHeldError, RunLease
+from pipeline.runs.publish import finished_runs
+from pipeline.runs.layout import lease_path, run_meta_dir
+from pipeline.runs.lease import LeaseHeldError, RunLease
 from tests.audio_corpus import write_good
 
 

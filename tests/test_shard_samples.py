@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from pipeline.demo_audio import noise, tone
+from pipeline.demo.audio import noise, tone
 from pipeline.main import run
 from tests.shard_corpus import audio_bytes, json_bytes, make_tar
 from transforms.io.shards import ShardReader

@@ -4,7 +4,7 @@ through a real fsspec filesystem); its members are still discovered and skipped.
 member that errored, or that changed, is read."""
 import os
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
 from tests.counting_fs import PROTOCOL, CountingFileSystem, register
 from tests.shard_corpus import audio_bytes, make_tar

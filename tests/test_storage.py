@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline.storage_settings import StorageSettings, drop_flags
+from pipeline.launch.storage_settings import StorageSettings, drop_flags
 from transforms.io.storage import (SECRETS_ENV, RetryPolicy, StorageOptionsError, is_transient,
                                 options_for_protocol, parse_storage_options, resolve_storage_options,
                                 retry, split_secrets)

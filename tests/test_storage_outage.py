@@ -45,10 +45,10 @@ from apache_beam.io import filebasedsink
 from apache_beam.utils import retry as beam_retry
 
 import transforms.io.storage
-from pipeline.demo_audio import noise, tone
+from pipeline.demo.audio import noise, tone
 from pipeline.main import run
-from pipeline.publish import finished_runs, read_manifest
-from pipeline.run_layout import MANIFEST_NAME, published_table_dir
+from pipeline.runs.publish import finished_runs, read_manifest
+from pipeline.runs.layout import MANIFEST_NAME, published_table_dir
 from tests.s3_server import SeaweedS3
 from tests.shard_corpus import audio_bytes, make_tar
 

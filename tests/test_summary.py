@@ -1,12 +1,12 @@
 """The end-of-run accounting: the pipeline's own tallies (transforms/run_stats.py), combined on the
-DirectRunner from hand-made rows, then checked by pipeline/summary.py as the launcher does."""
+DirectRunner from hand-made rows, then checked by pipeline/runs/summary.py as the launcher does."""
 import json
 
 import apache_beam as beam
 import pytest
 
-from pipeline.run_layout import Attempt
-from pipeline.summary import AccountingError, NothingDiscoveredError, RunSummary
+from pipeline.runs.layout import Attempt
+from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSummary
 from transforms.run_stats import DISCOVERED, SKIPPED, SOURCES, RunStats
 
 

@@ -4,7 +4,7 @@ import os
 import pytest
 import soundfile
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
 from tests.audio_corpus import GOOD, write_good
 from transforms.audio.audio_decode import wav_declared_frames

@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 
-from pipeline.demo_audio import tone
+from pipeline.demo.audio import tone
 from pipeline.main import run
-from pipeline.run_layout import manifest_path
+from pipeline.runs.layout import manifest_path
 from tests.shard_corpus import audio_bytes, json_bytes, make_tar
 from transforms.io.url_secrets import scrub_text, scrub_url
 

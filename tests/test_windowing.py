@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.demo_audio import noise, tone, write_audio
+from pipeline.demo.audio import noise, tone, write_audio
 from tests.audio_corpus import LONG_SECONDS, write_long, write_nan_midway
 from transforms.audio.audio_decode import AudioDecodeError, decode_audio
 from transforms.audio.fbank import FeatureConfig, WaveformTooShortError, ast_input_features

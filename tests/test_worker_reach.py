@@ -86,9 +86,9 @@ def test_credentials_on_the_command_line_are_refused_with_how_workers_get_theirs
 def test_endpoint_only_storage_options_are_not_credentials():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import LabelAudioOptions
-    from pipeline.storage_settings import StorageSettings
-    from pipeline.worker_reach import check_worker_reach
+    from pipeline.launch.options import LabelAudioOptions
+    from pipeline.launch.storage_settings import StorageSettings
+    from pipeline.launch.worker_reach import check_worker_reach
 
     options = json.dumps({"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}})
     storage, argv = StorageSettings.from_argv([*S3, *PORTABLE, "--storage_options", options,

@@ -2,10 +2,10 @@
 starts them): it registers its own S3 settings and writes to a real S3 server (SeaweedFS), the
 credentials coming from the worker's environment only."""
 import apache_beam as beam
-import cloudpickle
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.internal import pickler   # Beam's own pickler: how workers receive a sink
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 from apache_beam.options.value_provider import RuntimeValueProvider
@@ -40,7 +40,7 @@ def test_sink_writes_to_s3_on_a_worker_without_pipeline_options(s3_server, monke
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)   # the endpoint comes with the sink
     prefix = f"s3://{s3_server.bucket}/sink-test/errors/part"
     # Beam's own sink on such a worker: the failure seen on the portable runner.
-    plain = cloudpickle.loads(cloudpickle.dumps(
+    plain = pickler.loads(pickler.dumps(
         beam.io.WriteToParquet(prefix, ERRORS_SCHEMA, file_name_suffix=".parquet")._sink))
     with pytest.raises(ValueError, match="Must provide one of client or options"):
         plain.open_writer(plain.initialize_write(), "bundle-0")
@@ -48,7 +48,7 @@ def test_sink_writes_to_s3_on_a_worker_without_pipeline_options(s3_server, monke
     beam_write = WriteTable(prefix, ERRORS_SCHEMA,
                             {"s3_endpoint_url": s3_server.endpoint, "s3_disable_ssl": True},
                             file_name_suffix=".parquet")
-    sink = cloudpickle.loads(cloudpickle.dumps(beam_write._sink))   # as a worker gets it
+    sink = pickler.loads(pickler.dumps(beam_write._sink))   # as a worker gets it
     init = sink.initialize_write()
     writer = sink.open_writer(init, "bundle-1")
     row = {"source_uri": "s3://x/a.wav", "clip_id": "s3://x/a.wav", "shard_uri": None,
@@ -76,7 +76,7 @@ def test_text_writes_carry_settings_too(s3_server, monkeypatch):
     write = carrying_filesystem_settings(
         beam.io.WriteToText(path, num_shards=1, shard_name_template=""),
         {"s3_endpoint_url": s3_server.endpoint, "s3_disable_ssl": True})
-    sink = cloudpickle.loads(cloudpickle.dumps(write._sink))
+    sink = pickler.loads(pickler.dumps(write._sink))
     init = sink.initialize_write()
     writer = sink.open_writer(init, "bundle-1")
     writer.write("{}")

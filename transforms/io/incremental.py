@@ -29,7 +29,7 @@ CLIPS_COLUMNS = ["clip_id", "shard_uri", "member_name", "source_version", "label
 # however many rows the file or the history holds.
 HISTORY_BATCH_ROWS = 1024
 # Bound on the Arrow bytes of one row group of the clips table the pipeline writes
-# (pipeline/build.py, Beam's WriteToParquet row_group_buffer_size; Beam's default is 64 MiB).
+# (pipeline/launch/build.py, Beam's WriteToParquet row_group_buffer_size; Beam's default is 64 MiB).
 # --skip_labelled workers read earlier runs' clips files one row group at a time, and the Parquet
 # reader's footprint grows with the row group's rows (measured with pyarrow 25 on the join's
 # columns, one thread, 1024-row batches: a file of one 50 000-row group raised peak RSS by 33 MB,

@@ -99,7 +99,7 @@ def labelling_fingerprint(inputs: dict) -> str:
 
 
 def run_fingerprint(opts, checkpoint: CheckpointInfo, selection: LabelSelection) -> tuple[str, dict]:
-    """(fingerprint, inputs) of a run from its options (pipeline/options.py LabelAudioOptions, or
+    """(fingerprint, inputs) of a run from its options (pipeline/launch/options.py LabelAudioOptions, or
     any object with the same attribute names). Raises ValueError for a --hop_seconds the
     checkpoint's window cannot take."""
     inputs = fingerprint_inputs(

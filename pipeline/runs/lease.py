@@ -28,7 +28,7 @@ import time
 
 import fsspec
 
-from pipeline.run_layout import lease_path
+from pipeline.runs.layout import lease_path
 
 _LOG = logging.getLogger(__name__)
 

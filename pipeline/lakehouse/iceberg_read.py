@@ -21,7 +21,7 @@ import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.iceberg import RUN_ID_PROPERTY
+from pipeline.lakehouse.iceberg_commit import RUN_ID_PROPERTY
 
 # What decides "latest" for the current-labels view, in order.
 CURRENT_KEY = ("clip_id", "labelled_at", "run_id")
@@ -169,7 +169,7 @@ def open_catalog_for_reading(name: str, output: str | None = None):
 
 
 def _open(name: str, output: str):
-    from pipeline.iceberg import open_catalog
+    from pipeline.lakehouse.iceberg_commit import open_catalog
 
     try:
         return open_catalog(name, output)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.iceberg import DEFAULT_NAMESPACE
+from pipeline.lakehouse.iceberg_commit import DEFAULT_NAMESPACE
 
 
 def add_iceberg_source_arguments(parser: argparse.ArgumentParser, group, run_id_help: str,
@@ -38,7 +38,7 @@ def check_iceberg_source_arguments(parser: argparse.ArgumentParser, args: argpar
 
 
 def open_source_catalog(args: argparse.Namespace):
-    """The catalog the flags name (see pipeline/iceberg_read.py: open_catalog_for_reading)."""
-    from pipeline.iceberg_read import open_catalog_for_reading
+    """The catalog the flags name (see pipeline/lakehouse/iceberg_read.py: open_catalog_for_reading)."""
+    from pipeline.lakehouse.iceberg_read import open_catalog_for_reading
 
     return open_catalog_for_reading(args.iceberg_catalog, args.iceberg_output)

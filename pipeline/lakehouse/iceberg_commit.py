@@ -114,7 +114,7 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
 
 def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]], counts: dict[str, int],
                 storage_options: dict | None = None) -> dict[str, int]:
-    """Commit the run's published files (full URIs per table, pipeline/publish.py) to every label
+    """Commit the run's published files (full URIs per table, pipeline/runs/publish.py) to every label
     table's Iceberg table; snapshot id per table."""
     from schemas.tables import TABLES
 

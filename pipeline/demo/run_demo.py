@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 
-from pipeline.demo_audio import write_demo_audio  # noqa: E402
-from pipeline.demo_checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
+from pipeline.demo.audio import write_demo_audio  # noqa: E402
+from pipeline.demo.checkpoint import TinyASTSpec, write_checkpoint  # noqa: E402
 
 UNTRAINED_NOTICE = ("NOTE: the demo checkpoint has randomly initialised, UNTRAINED weights. "
                     "Its labels show that the pipeline works end to end; they say nothing about the audio.")
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.render())
     try:
         from pipeline.report import build_report
-        from pipeline.run_layout import run_meta_dir
+        from pipeline.runs.layout import run_meta_dir
     except ImportError as e:   # installed without the report extra
         print(f"report skipped: {e}")
     else:
@@ -50,6 +49,3 @@ def main(argv: list[str] | None = None) -> int:
     print(UNTRAINED_NOTICE)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ The two sets fill each other in for s3: an endpoint or key given only as
 given only in ``--storage_options`` reaches Beam's S3 sink.
 On remote runners environment variables of the launcher do not reach the
 workers: the launcher refuses credentials given on its command line there
-(pipeline/worker_reach.py); those workers get theirs the platform's way
+(pipeline/launch/worker_reach.py); those workers get theirs the platform's way
 (worker environment, IAM roles, workload identity).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
-from pipeline.options import LabelAudioOptions
+from pipeline.launch.options import LabelAudioOptions
 from transforms.io.storage import (SECRETS_ENV, aws_env_credentials, hide_in_logs, is_per_protocol,
                                 merge_options, parse_storage_options, secret_values, split_secrets,
                                 unhide_in_logs)

@@ -7,7 +7,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.run_layout import ATTEMPT_ID, MANIFEST_NAME
+from pipeline.runs.layout import ATTEMPT_ID, MANIFEST_NAME
 
 
 def _parquet_files(fs, root: str) -> list[str]:

@@ -1,7 +1,7 @@
 """All-or-nothing publication of a run, and reruns that cannot lose data.
 
 Each launch of a run id is an *attempt* with its own folder (``<output>/_runs/<run_id>/<attempt>/``,
-pipeline/run_layout.py): Beam's sinks write there, temporary files and all, while whatever an
+pipeline/runs/layout.py): Beam's sinks write there, temporary files and all, while whatever an
 earlier attempt published stays where it is. Only after the job succeeded and the accounting was
 checked does the launcher publish, in this order:
 
@@ -31,7 +31,7 @@ from importlib import metadata
 
 import fsspec
 
-from pipeline.run_layout import (
+from pipeline.runs.layout import (
     MANIFEST_NAME, RUNS_DIR, TABLE_NAMES, Attempt, manifest_path, published_table_dir, run_meta_dir)
 
 _LOG = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.publish import attempt_files, published_files
-from pipeline.run_layout import Attempt
+from pipeline.runs.publish import attempt_files, published_files
+from pipeline.runs.layout import Attempt
 from schemas.tables import TABLES
 from transforms.io.storage import options_for_protocol, protocol_of
 

@@ -1,6 +1,6 @@
 """Read how long a run took from the JSON its launcher leaves in the run directory. Beam-free.
 
-The launcher on main writes ``<output>/<run_id>/_MANIFEST.json`` last (pipeline/publish.py); its
+The launcher on main writes ``<output>/<run_id>/_MANIFEST.json`` last (pipeline/runs/publish.py); its
 ``timings`` object holds ``started`` and ``finished`` (ISO 8601) and ``seconds``, and ``counts``
 holds ``labelled``. That is the layout read first. Other keys are accepted so a hand-made or
 older summary works too; :func:`read_run_timings` lists them.
@@ -12,7 +12,7 @@ import json
 
 import fsspec
 
-from pipeline.publish import MANIFEST_NAME as MANIFEST_FILE
+from pipeline.runs.publish import MANIFEST_NAME as MANIFEST_FILE
 TIMING_FILES = (MANIFEST_FILE, "_RUN_SUMMARY.json", "run_summary.json")
 _WALL_KEYS = ("seconds", "wall_seconds", "elapsed_seconds")
 _START_KEYS = ("started", "started_at")

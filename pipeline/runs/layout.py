@@ -56,7 +56,7 @@ def lease_path(output: str, run_id: str) -> str:
     return f"{run_meta_dir(output, run_id)}/{LEASE_NAME}"
 
 
-# What new_attempt_id makes: tools that find attempt folders (pipeline/table_files.py) match it.
+# What new_attempt_id makes: tools that find attempt folders (pipeline/runs/table_files.py) match it.
 ATTEMPT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 

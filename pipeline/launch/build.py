@@ -26,7 +26,7 @@ from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.io.url_secrets import scrub_url
 from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, ReadSources
 from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
-from pipeline.run_layout import Attempt
+from pipeline.runs.layout import Attempt
 from transforms.io.storage import parse_storage_options
 from transforms.write_tables import WriteTable, filesystem_settings
 
@@ -35,8 +35,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
                    selection: LabelSelection, storage_options: dict | None = None,
                    previous_clip_files: tuple[str, ...] = (),
                    previous_shard_files: tuple[str, ...] = (), fingerprint: str | None = None) -> None:
-    """``attempt``: where this launch's job writes (pipeline/run_layout.py); published later.
-    ``storage_options``: fsspec options without credentials (see pipeline/storage_settings.py).
+    """``attempt``: where this launch's job writes (pipeline/runs/layout.py); published later.
+    ``storage_options``: fsspec options without credentials (see pipeline/launch/storage_settings.py).
     ``fingerprint``: the run's labelling fingerprint (transforms/scoring/fingerprint.py), written
     on every row; worked out from ``opts`` when not given.
     ``previous_clip_files``/``previous_shard_files``: clips tables and shard statistics of
