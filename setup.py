@@ -31,7 +31,8 @@ INSTALL_REQUIRES = [
 
 # --backend mindnlp (the reference port). mindnlp 0.5.1 accepts MindSpore <= 2.7 and breaks on
 # transformers 5.x; torch is pinned because accelerate/peft (MindNLP's dependencies) require it,
-# and an open range would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel.
+# and an open range would drift. PyPI serves torch 2.13.0 only as its CUDA build (several GB of nvidia
+# wheels); it runs on the CPU, and no CPU-only index is reachable from the build machines.
 MINDNLP = ["mindnlp==0.5.1", "transformers==4.57.1", "peft<0.18", "diffusers<0.36", "datasets<4.4",
            "torch==2.13.0"]
 REPORT = ["matplotlib>=3.7"]  # python -m pipeline.report (Agg backend; no display needed)
