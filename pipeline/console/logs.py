@@ -15,6 +15,7 @@ Lines of the project are those of the loggers named in :data:`PROJECT_LOGGERS`; 
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -72,17 +73,15 @@ _WORKER_NOTICES = ("__main__", "apache_beam.runners.worker.sdk_worker_main",
 def worker_log_args(level: str, argv: list[str]) -> list[str]:
     """Beam options that give SDK workers (the DirectRunner's multi_processing workers, portable,
     Flink and Dataflow workers) the launcher's logging: the project's lines at ``level``, other
-    libraries' from WARNING up (INFO with DEBUG). Options the user gave are left as they are."""
+    libraries' from WARNING up (INFO with DEBUG). A user who gave either of Beam's two options
+    has taken the workers' logging in hand: nothing is added then."""
     level = level.upper()
     given = " ".join(argv)
-    args = []
-    if "--default_sdk_harness_log_level" not in given:
-        args.append(f"--default_sdk_harness_log_level={'INFO' if level == 'DEBUG' else 'WARNING'}")
-    if "--sdk_harness_log_level_overrides" not in given:
-        overrides = {name: level for name in PROJECT_LOGGERS}
-        if level != "DEBUG":
-            overrides.update({name: "ERROR" for name in _WORKER_NOTICES})
-        import json
-
-        args.append(f"--sdk_harness_log_level_overrides={json.dumps(overrides)}")
+    if "--default_sdk_harness_log_level" in given or "--sdk_harness_log_level_overrides" in given:
+        return []
+    args = [f"--default_sdk_harness_log_level={'INFO' if level == 'DEBUG' else 'WARNING'}"]
+    overrides = {name: level for name in PROJECT_LOGGERS}
+    if level != "DEBUG":
+        overrides.update({name: "ERROR" for name in _WORKER_NOTICES})
+    args.append(f"--sdk_harness_log_level_overrides={json.dumps(overrides)}")
     return args
