@@ -21,7 +21,7 @@ from pipeline.launch.options import (  # noqa: E402
 from pipeline.launch.storage_settings import StorageSettings  # noqa: E402
 from pipeline.launch.worker_reach import check_worker_reach, runner_name  # noqa: E402
 from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
-from pipeline.runs.layout import Attempt  # noqa: E402
+from pipeline.runs.layout import Attempt, manifest_path  # noqa: E402
 from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
 from pipeline.runs.publish import (  # noqa: E402
     check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
@@ -291,6 +291,8 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                                "snapshots": snapshots}
     write_manifest(opts.output, run_id, manifest, so)
     summary.published = True
+    _LOG.info("run %s published: %d clips, %d errors, %d segments rows (manifest %s)", run_id,
+              summary.labelled, summary.errored, summary.segment_rows, where(manifest_path(opts.output, run_id)))
     try:
         retire_other_attempts(opts.output, run_id, manifest, so)
     except Exception as e:   # published all the same; the next publication of the run id retries

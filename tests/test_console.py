@@ -154,3 +154,28 @@ def test_help_texts_say_what_the_options_do_now(help_run):
     assert "<output>/<table>/run_id=<run_id>/" in text and "<output>/<run_id>/" not in text
     assert "labelling fingerprint" in text and "same weights" not in text
     assert "float16" not in text
+
+
+# ---------------------------------------------------------------- SDK worker processes
+
+@pytest.mark.slow
+def test_multi_processing_workers_are_quiet_and_keep_the_projects_info(tmp_path, tiny_checkpoint):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(2):
+        write_audio(str(audio / f"clip_{i}.wav"), tone(1.0, 16000), 16000)
+    done = run_cli("--input", str(audio), "--output", str(tmp_path / "out"), "--model", tiny_checkpoint,
+                   "--direct_running_mode", "multi_processing", "--direct_num_workers", "2",
+                   "--progress_seconds", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Each worker process logs the project's INFO lines itself (in Beam's worker format).
+    assert "INFO:transforms.mindspore_inference:loaded native AST from " in done.stderr, done.stderr[-3000:]
+    progress = [line for line in done.stderr.splitlines() if " audio_labelling.progress: progress: " in line]
+    assert "2 discovered, 2 decoded, 2 labelled, 0 errored" in progress[-1], progress[-1]
+    worker_info = [line for line in done.stderr.splitlines()
+                   if re.match(r"^(DEBUG|INFO|WARNING|ERROR):(audio_labelling|pipeline|transforms)[.:]", line)]
+    noise = [line for line in noise_lines(done.stderr) if line not in worker_info]
+    # What is left: each worker's two start-up lines, printed before any option reaches it
+    # (Beam's import warning, "Logging handler created."). Before: ~100 lines (issue 20).
+    assert len(noise) <= 4, noise
+    assert "Discarding unparseable args" not in done.stderr and "semi_persistent_directory" not in done.stderr

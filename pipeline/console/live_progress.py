@@ -207,7 +207,10 @@ class ProgressDisplay:
             self._last_read = now
             self.progress.read()
         if self._live is not None:
-            self._live.update(self.progress.line(), refresh=True)
+            from rich.text import Text
+
+            # One line, cut to the terminal's width: a wrapped line would no longer be one line.
+            self._live.update(Text(self.progress.line(), no_wrap=True, overflow="ellipsis"), refresh=True)
         elif now - self._last_line >= self.interval:
             self._last_line = now
             _LOG.info(self.progress.line())
