@@ -244,14 +244,16 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
     build_pipeline(p, opts, checkpoint, attempt, selection, storage.public, tuple(previous),
                    tuple(previous_shards), fingerprint=fingerprint)
-    display = ProgressDisplay(JobProgress(attempt.progress_dir, so), opts.progress_seconds,
-                              enabled=not opts.quiet)
+    progress = JobProgress(attempt.progress_dir, so)
+    display = ProgressDisplay(progress, opts.progress_seconds, enabled=not opts.quiet)
     try:
         result = run_watched(lambda on_started: run_job(p, on_started), display)
     except Exception as e:
         _LOG.error("run %s: the job failed (%s: %s); nothing published; its attempt folder: %s",
                    run_id, type(e).__name__, e, where(attempt.root))
         raise
+    finally:
+        progress.clear()
     if result_view is not None:
         result = result_view(result)
     summary = RunSummary.read(attempt, so)

@@ -64,6 +64,10 @@ def test_default_run_shows_progress_and_summary(default_run):
     # The summary, on stdout.
     assert f"run console -> {out}/{{clips,segments,errors}}/run_id=console/" in done.stdout
     assert "clips labelled:    3" in done.stdout and "inputs errored:    1" in done.stdout
+    # The workers' progress files served the line while the job ran; none is left behind.
+    attempts = [d for d in os.listdir(os.path.join(out, "_runs", "console")) if not d.startswith("_")]
+    assert attempts and not any(os.path.exists(os.path.join(out, "_runs", "console", a, "_progress"))
+                                for a in attempts)
 
 
 def test_default_run_shows_the_projects_info_lines_and_little_else(default_run):

@@ -135,6 +135,17 @@ class JobProgress:
                 self._rate_from = (self._clock(), counts["sources_done"])
         return self.counts
 
+    def clear(self) -> None:
+        """Remove the workers' progress files: they mean something only while the job runs.
+        Best effort (a leftover file is harmless: nothing but this line reads them)."""
+        try:
+            fs, path = fsspec.core.url_to_fs(
+                self._folder, **options_for_protocol(self._storage_options or {}, protocol_of(self._folder)))
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        except Exception as e:
+            _LOG.debug("progress files not removed from %s: %s: %s", self._folder, type(e).__name__, e)
+
     def eta_seconds(self) -> float | None:
         """Once discovery has finished: the sources left at the rate sources finished so far."""
         c = self.counts

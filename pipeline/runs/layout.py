@@ -14,7 +14,7 @@
         the attempt's tallies (accounting, summary) and per-shard records (--skip_labelled)
     <output>/_runs/<run_id>/<attempt>/_progress/<host>-<pid>.json
         each worker process's running counts while the job runs, for the launcher's progress
-        line only (transforms/progress.py)
+        line only (transforms/progress.py); removed when the job has ended
 
 Nothing but published Parquet files ever sits under a table folder, and everything of ours that is
 not a table starts with ``_``, which Spark, Hive and pyarrow's discovery skip. The ``_stats``
