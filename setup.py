@@ -27,6 +27,8 @@ INSTALL_REQUIRES = [
     # `pip check` flags. Beam's S3 sink was verified against SeaweedFS with this pair.
     "s3fs==2025.9.0",
     "boto3==1.41.5",
+    # The launcher's progress line on a terminal (one line redrawn, logs printed above it).
+    "rich>=13",
 ]
 
 # --backend mindnlp (the reference port). mindnlp 0.5.1 accepts MindSpore <= 2.7 and breaks on

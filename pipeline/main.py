@@ -11,19 +11,24 @@ from transforms.model.runtime_env import ensure_protobuf_python_backend
 
 ensure_protobuf_python_backend()
 
+from pipeline.console.logs import LEVELS, configure_logging, worker_log_args  # noqa: E402
+
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipeline.launch.options import LabelAudioOptions, unknown_options  # noqa: E402
+from pipeline.launch.options import (  # noqa: E402
+    LabelAudioOptions, help_parser, take_launcher_flags, unknown_options)
 from pipeline.launch.storage_settings import StorageSettings  # noqa: E402
 from pipeline.launch.worker_reach import check_worker_reach, runner_name  # noqa: E402
 from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
-from pipeline.runs.layout import Attempt  # noqa: E402
+from pipeline.runs.layout import Attempt, manifest_path  # noqa: E402
 from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
 from pipeline.runs.publish import (  # noqa: E402
     check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
     retire_other_attempts, unpromote, write_manifest)
-from pipeline.runs.summary import NothingDiscoveredError, RunSummary  # noqa: E402
+from pipeline.console.failure_report import FailedRun, where  # noqa: E402
+from pipeline.console.live_progress import JobProgress, ProgressDisplay, run_watched  # noqa: E402
+from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSummary  # noqa: E402
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
@@ -54,8 +59,22 @@ def validate(opts: LabelAudioOptions) -> None:
     if opts.emit_embeddings == "float16":
         raise UsageError("--emit_embeddings float16 is no longer offered: Spark cannot read Parquet's "
                          "FLOAT16 type; embeddings are stored as float32 (--emit_embeddings)")
-    if opts.batch_size < 1 or opts.top_k < 1:
-        raise UsageError("--batch_size and --top_k must be at least 1")
+    if opts.emit_embeddings not in (None, "float32"):
+        raise UsageError(f"--emit_embeddings {opts.emit_embeddings}: embeddings are stored as float32; "
+                         "give --emit_embeddings alone (or --emit_embeddings float32)")
+    for flag, value in (("--batch_size", opts.batch_size), ("--top_k", opts.top_k),
+                        ("--model_copies", opts.model_copies)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
+    if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
+        raise UsageError(f"--threshold {opts.threshold:g}: must be a number in [0, 1] (a label's score "
+                         "after the activation)")
+    for flag, value in (("--hop_seconds", opts.hop_seconds),
+                        ("--max_duration_seconds", opts.max_duration_seconds)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} {value:g}: must be more than 0 seconds")
+    if opts.progress_seconds < 0:
+        raise UsageError(f"--progress_seconds {opts.progress_seconds:g}: must be 0 or more")
     if not 0.0 <= opts.max_error_fraction <= 1.0:
         raise UsageError(f"--max_error_fraction must be between 0 and 1 (1.0 disables the check), "
                          f"got {opts.max_error_fraction:g}")
@@ -100,23 +119,20 @@ def _open_iceberg_catalog(opts):
         raise UsageError(f"--iceberg_catalog {opts.iceberg_catalog}: {e}") from e
 
 
-def run_job(p: beam.Pipeline):
-    """Run the pipeline to the end; the launcher's one PipelineResult. (A seam: tests wrap the
-    result to see the launcher on runners that report fewer metrics.)"""
+def run_job(p: beam.Pipeline, on_started=None):
+    """Run the pipeline to the end; the launcher's one PipelineResult. ``on_started(result)``:
+    called as soon as the runner returned a result (the job may still run: its metrics feed the
+    progress line). (A seam: tests wrap the result to see the launcher on runners that report
+    fewer metrics.)"""
     result = p.run()
+    if on_started is not None:
+        on_started(result)
     result.wait_until_finish()
     return result
 
 
 def print_help() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="run_pipeline.py", description="Label audio with an AST model into Parquet tables.",
-        epilog="Apache Beam's pipeline options (--runner, --direct_num_workers, "
-               "--direct_running_mode, --setup_file, ...) are accepted too.")
-    LabelAudioOptions._add_argparse_args(parser)
-    parser.print_help()
+    help_parser().print_help()
 
 
 def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
@@ -127,11 +143,14 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         # Beam's default would try to download the Prism runner first; local runs need none.
         argv.append("--runner=DirectRunner")
+    dry_run, argv = take_launcher_flags(argv)
     try:
         # Credentials leave the pipeline options here (Beam's workers log their options).
         storage, argv = StorageSettings.from_argv(argv)
     except StorageOptionsError as e:
         raise UsageError(str(e)) from e
+    # SDK workers log as the launcher does (pipeline/console/logs.py).
+    argv += worker_log_args(console_settings(argv), argv)
     problems = unknown_options(argv)
     if problems:
         raise UsageError("; ".join(problems) + " (run_pipeline.py --help lists ours; Beam's own "
@@ -146,21 +165,22 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
     with storage.environment():
         try:
             check_writable(opts.output, storage.fsspec_options())
-            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
-        except (CheckpointError, PermissionError) as e:
+        except PermissionError as e:
             raise UsageError(str(e)) from e
+        try:
+            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
+        except (CheckpointError, OSError) as e:
+            raise UsageError(_naming("--model", opts.model, e)) from e
         catalog = _open_iceberg_catalog(opts) if opts.iceberg_catalog else None
         try:
             WindowGeometry.for_features(checkpoint.features, opts.hop_seconds)
         except ValueError as e:
-            raise UsageError(f"--hop_seconds: {e}") from e
-        from transforms.scoring.labels import LabelSelection
+            raise UsageError(_naming("--hop_seconds", f"{opts.hop_seconds:g}", e)) from e
+        selection = _label_selection(opts, checkpoint)
+        if dry_run:
+            from pipeline.launch.dry_run import survey_inputs
 
-        try:
-            selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,
-                                            opts.class_thresholds, opts.label_map)
-        except (ValueError, OSError) as e:
-            raise UsageError(str(e)) from e
+            return survey_inputs(opts, storage.fsspec_options(), checkpoint)
         run_id = opts.run_id or new_run_id()
         attempt = Attempt.new(opts.output, run_id)
         lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
@@ -173,6 +193,33 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
                                 result_view)
         finally:
             lease.release()
+
+
+def _naming(flag: str, value, error: BaseException) -> str:
+    """A launch error's message that names the option and its value (once)."""
+    text = str(error) or type(error).__name__
+    return f"{flag}: {text}" if str(value) in text else f"{flag} {value}: {text}"
+
+
+def _label_selection(opts, checkpoint):
+    """--label_map, --class_thresholds, --threshold and --top_k, read and checked; a problem is
+    reported against the option it comes from (each file is read on its own first)."""
+    from transforms.scoring.labels import LabelSelection
+
+    steps = (("--label_map", opts.label_map, dict(label_map_path=opts.label_map)),
+             ("--class_thresholds", opts.class_thresholds,
+              dict(label_map_path=opts.label_map, class_thresholds_path=opts.class_thresholds)))
+    for flag, value, files in steps:
+        if value:
+            try:
+                LabelSelection.load(checkpoint.labels, opts.top_k, None, **files)
+            except (ValueError, OSError) as e:
+                raise UsageError(_naming(flag, value, e)) from e
+    try:
+        return LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold,
+                                   opts.class_thresholds, opts.label_map)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--threshold {opts.threshold}, --top_k {opts.top_k}: {e}") from e
 
 
 def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt: Attempt,
@@ -197,15 +244,31 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
     build_pipeline(p, opts, checkpoint, attempt, selection, storage.public, tuple(previous),
                    tuple(previous_shards), fingerprint=fingerprint)
-    result = run_job(p)
+    progress = JobProgress(attempt.progress_dir, so)
+    display = ProgressDisplay(progress, opts.progress_seconds, enabled=not opts.quiet)
+    try:
+        result = run_watched(lambda on_started: run_job(p, on_started), display)
+    except Exception as e:
+        _LOG.error("run %s: the job failed (%s: %s); nothing published; its attempt folder: %s",
+                   run_id, type(e).__name__, e, where(attempt.root))
+        raise
+    finally:
+        progress.clear()
     if result_view is not None:
         result = result_view(result)
-    summary = summarise_run(attempt, so, opts.allow_empty)
+    summary = RunSummary.read(attempt, so)
     summary.read_scope = storage.environment
-    if summary.sources:
-        # A run that found no audio at all is --allow_empty's to judge (its only rows are
-        # patterns that matched nothing), not the error budget's.
-        check_error_fraction(summary.counts(), opts.max_error_fraction)
+    try:
+        summary.check_accounting()
+        if not opts.allow_empty:
+            summary.check_not_empty()
+        if summary.sources:
+            # A run that found no audio at all is --allow_empty's to judge (its only rows are
+            # patterns that matched nothing), not the error budget's.
+            check_error_fraction(summary.counts(), opts.max_error_fraction)
+    except (AccountingError, NothingDiscoveredError, ErrorFractionExceeded) as e:
+        e.failed_run = FailedRun(summary)   # what main() prints below the message
+        raise
     finished = datetime.datetime.now(datetime.timezone.utc)
     summary.seconds = (finished - started).total_seconds()
     manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
@@ -230,6 +293,8 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                                "snapshots": snapshots}
     write_manifest(opts.output, run_id, manifest, so)
     summary.published = True
+    _LOG.info("run %s published: %d clips, %d errors, %d segments rows (manifest %s)", run_id,
+              summary.labelled, summary.errored, summary.segment_rows, where(manifest_path(opts.output, run_id)))
     try:
         retire_other_attempts(opts.output, run_id, manifest, so)
     except Exception as e:   # published all the same; the next publication of the run id retries
@@ -282,20 +347,35 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
     }
 
 
+def console_settings(argv: list[str]) -> str:
+    """The log level asked for (--log_level, -q/--quiet), read before anything else runs so that
+    logging is in place first; an unknown level is left to the option parsing to report."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--log_level", type=str.upper, default="INFO")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    known, _ = parser.parse_known_args(argv)
+    if known.quiet:
+        return "WARNING"
+    return known.log_level if known.log_level in LEVELS else "INFO"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    scrub_urls_in_logs()
     argv = argv if argv is not None else sys.argv[1:]
+    configure_logging(console_settings(argv))
+    scrub_urls_in_logs()
     if "-h" in argv or "--help" in argv:
         print_help()
         return 0
     try:
-        summary = run(argv)
+        outcome = run(argv)
     except UsageError as e:
         print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 2
-    except (ErrorFractionExceeded, NothingDiscoveredError) as e:
-        print(f"error: {scrub_text(str(e))}", file=sys.stderr)
+    except (ErrorFractionExceeded, NothingDiscoveredError, AccountingError) as e:
+        failed = getattr(e, "failed_run", None)
+        print(scrub_text(failed.render(str(e)) if failed else f"error: {e}"), file=sys.stderr)
         return 1
-    print(summary.render())
+    print(outcome.render())
     return 0

@@ -159,7 +159,9 @@ def test_two_workers_share_four_shards_read_from_s3_and_never_log_credentials(
                make_tar([(f"{i}.wav", audio_bytes("wav", tone(1.0, 16000, 200.0 + 100 * i), 16000))]))
     summary = run(["--input", f"{root}/in/*.tar", "--output", f"{root}/out", "--model", tiny_checkpoint,
                    "--batch_size", "2", "--run_id", "mp", "--direct_num_workers", "2",
-                   "--direct_running_mode", "multi_processing", *s3_args(s3_server)])
+                   "--direct_running_mode", "multi_processing", *s3_args(s3_server),
+                   # Beam's INFO in the workers (held back by default): their option dump.
+                   "--default_sdk_harness_log_level", "INFO"])
     assert summary.clips.num_rows == 4 and summary.errors.num_rows == 0
     # Each worker process read two shards from SeaweedFS: endpoint and credentials reached it.
     assert sorted(summary.shards_by_worker.values()) == [2, 2]

@@ -179,7 +179,7 @@ class _ResultWithFewerMetrics:
 def reduce_metrics(monkeypatch, attempted_only: bool) -> None:
     original = launcher.run_job
     monkeypatch.setattr(launcher, "run_job",
-                        lambda p: _ResultWithFewerMetrics(original(p), attempted_only))
+                        lambda p, on_started=None: _ResultWithFewerMetrics(original(p, on_started), attempted_only))
 
 
 # ------------------------------------------------------------------ comparisons

@@ -12,6 +12,7 @@ import apache_beam as beam
 from transforms.elements import DiscoveryRequest, InputError
 from transforms.io.sources import Discovery
 from transforms.io.storage import Storage, resolve_storage_options
+from transforms.progress import ProgressSettings
 
 NAMESPACE = "audio_labelling"
 
@@ -19,8 +20,9 @@ NAMESPACE = "audio_labelling"
 class DiscoverSources(beam.DoFn):
     """DiscoveryRequest -> SourceRef, or an InputError on the 'errors' output."""
 
-    def __init__(self, storage_options: dict | None = None):
+    def __init__(self, storage_options: dict | None = None, progress: ProgressSettings | None = None):
         self._storage_options = storage_options   # public part only; secrets come from the env
+        self._progress_settings = progress or ProgressSettings()
         self._storage = None
         self._discovered = beam.metrics.Metrics.counter(NAMESPACE, "inputs_discovered")
         self._duplicates = beam.metrics.Metrics.counter(NAMESPACE, "inputs_duplicate_skipped")
@@ -28,14 +30,20 @@ class DiscoverSources(beam.DoFn):
 
     def setup(self):
         self._storage = Storage(resolve_storage_options(self._storage_options))
+        self._progress = self._progress_settings.tally()
 
     def process(self, request: DiscoveryRequest):
         discovery = Discovery(self._storage, request)
         for item in discovery:
             if isinstance(item, InputError):
                 self._discovered.inc()
+                self._progress.add(discovered=1, errors=1)
                 yield beam.pvalue.TaggedOutput("errors", item)
             else:
                 self._sources.inc()
+                self._progress.add(sources_found=1)
                 yield item
         self._duplicates.inc(discovery.duplicates)
+        # From here the launcher knows how many sources there are: it can give an ETA.
+        self._progress.add(discovery_done=1)
+        self._progress.flush()

@@ -1,7 +1,8 @@
 """The values that travel between pipeline stages. Beam-free, picklable."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,8 +48,22 @@ class ClipSource:
                         meta=self.meta, source_version=self.source_version)
 
     def error(self, stage: str, error: BaseException) -> "InputError":
-        return InputError.from_exception(self.source_uri, stage, error, self.clip_id,
-                                         shard_uri=self.shard_uri, member_name=self.member_name)
+        """The clip's error row; its message names the clip (its id: credentials scrubbed)."""
+        found = InputError.from_exception(self.source_uri, stage, error, self.clip_id,
+                                          shard_uri=self.shard_uri, member_name=self.member_name)
+        return replace(found, message=naming_clip(self.clip_id, found.message))
+
+
+# How Python shows an object without a name of its own: libsndfile's messages show the file
+# object they were handed ("Error opening <fsspec...LocalFileOpener object at 0x7f...>").
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def naming_clip(clip_id: str, message: str) -> str:
+    """``message`` with file-object reprs replaced by the clip id, and the id in front unless
+    the message names it already."""
+    message = _OBJECT_REPR.sub(repr(clip_id), message)
+    return message if clip_id in message else f"{clip_id}: {message}"
 
 
 @dataclass(frozen=True)

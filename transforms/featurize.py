@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from transforms.elements import ClipOutcome, ClipSource, FeatureWindow
 from transforms.audio.fbank import FeatureConfig, WaveformTooShortError
-from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
+from transforms.progress import ProgressSettings
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.audio.windowing import SILENCE_PEAK, WindowedAudio
 
@@ -29,19 +29,23 @@ class DecodeAndFeaturize(beam.DoFn):
 
     def __init__(self, features: FeatureConfig, storage_options: dict | None = None,
                  max_duration_seconds: float | None = None, hop_seconds: float | None = None,
-                 progress_seconds: float = DEFAULT_INTERVAL_SECONDS):
+                 progress: ProgressSettings | None = None):
         self._features = features
         self._storage_options = storage_options or {}
         self._max_duration = max_duration_seconds
         self._hop_seconds = hop_seconds
-        self._progress_seconds = progress_seconds
+        self._progress_settings = progress or ProgressSettings()
         self._decoded = beam.metrics.Metrics.counter("audio_labelling", "clips_decoded")
         self._windows = beam.metrics.Metrics.counter("audio_labelling", "windows_featurized")
+        self._audio_ms = beam.metrics.Metrics.counter("audio_labelling", "audio_ms_decoded")
         self._storage = None
 
     def setup(self):
         self._storage = Storage(resolve_storage_options(self._storage_options))
-        self._progress = process_progress(self._progress_seconds)
+        self._progress = self._progress_settings.tally()
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def process(self, source: ClipSource | str):
         if self._storage is None:   # process() called outside a runner
@@ -63,12 +67,15 @@ class DecodeAndFeaturize(beam.DoFn):
                     self._windows.inc()
         except Exception as e:  # every failure becomes a row; the stage says where
             stage = "features" if isinstance(e, WaveformTooShortError) else "read"
-            self._progress.add(errors=1)
+            self._progress.add(errors=1, sources_done=int(source.shard_uri is None))
             yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
                 source.source_uri, clip, emitted, source.error(stage, e))))
             return
         self._decoded.inc()
-        self._progress.add(files_decoded=1)
+        self._audio_ms.inc(int(audio.decoded_seconds * 1000))
+        # A shard's members are not sources: ReadSources counts the shard done.
+        self._progress.add(files_decoded=1, audio_seconds=audio.decoded_seconds,
+                           sources_done=int(source.shard_uri is None))
         silent = audio.peak < SILENCE_PEAK
         # The row says what was decoded, and whether the header claimed more (a cut-off file).
         clip = dataclasses.replace(clip, duration_seconds=audio.decoded_seconds,

@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from transforms.scoring.aggregate import assemble_clip, duplicate_input_errors
 from transforms.elements import InputError, WindowFailure, WindowScores
 from transforms.scoring.labels import LabelSelection, activate
-from transforms.progress import DEFAULT_INTERVAL_SECONDS, process_progress
+from transforms.progress import ProgressSettings
 from transforms.run_stats import INFERENCE_BATCHES, TALLY, WINDOWS_SCORED
 from transforms.scoring.rows import clip_row, error_row, segment_row
 
@@ -28,14 +28,17 @@ class ScoreWindows(beam.DoFn):
     """
 
     def __init__(self, activation: str, keep_embeddings: bool = False,
-                 progress_seconds: float = DEFAULT_INTERVAL_SECONDS):
+                 progress: ProgressSettings | None = None):
         self._activation = activation
-        self._progress_seconds = progress_seconds
+        self._progress_settings = progress or ProgressSettings()
         self._keep_embeddings = keep_embeddings
         self._scored = beam.metrics.Metrics.counter("audio_labelling", "windows_scored")
 
     def setup(self):
-        self._progress = process_progress(self._progress_seconds)
+        self._progress = self._progress_settings.tally()
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def process(self, result: PredictionResult):
         window, scored = result.example, result.inference
@@ -44,7 +47,7 @@ class ScoreWindows(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, (key, WindowFailure(
                 window.window_index, window.start_seconds, window.end_seconds,
                 type(scored).__name__, str(scored)[:500])))
-            self._progress.add(errors=1)
+            # The clip's error is counted when it is assembled (AssembleClips).
             return
         self._scored.inc()
         self._progress.add(windows_scored=1)
@@ -62,7 +65,9 @@ class AssembleClips(beam.DoFn):
 
     def __init__(self, selection: LabelSelection, activation: str, aggregation: str, model_id: str,
                  model_sha256: str, run_id: str, emit_scores: bool = False,
-                 emit_embeddings: bool = False, labelling_fingerprint: str | None = None):
+                 emit_embeddings: bool = False, labelling_fingerprint: str | None = None,
+                 progress: ProgressSettings | None = None):
+        self._progress_settings = progress or ProgressSettings()
         self._selection = selection
         self._activation = activation
         self._aggregation = aggregation
@@ -79,19 +84,28 @@ class AssembleClips(beam.DoFn):
         return {"scores": self._selection.output_scores(scores).astype("float32") if self._emit_scores else None,
                 "embedding": embedding.astype("float32") if self._emit_embeddings else None}
 
+    def setup(self):
+        self._progress = self._progress_settings.tally()
+
+    def finish_bundle(self):
+        self._progress.flush()
+
     def process(self, keyed):
         _, grouped = keyed
         outcomes = list(grouped[OUTCOME])
         if len(outcomes) != 1:
             for error in duplicate_input_errors(outcomes):
+                self._progress.add(errors=1)
                 yield beam.pvalue.TaggedOutput("errors", error)
             return
         result = assemble_clip(outcomes[0], grouped[SCORES], grouped[FAILURES], self._aggregation)
         if isinstance(result, InputError):
+            if outcomes[0].error is None:   # a decoding failure was counted when it happened
+                self._progress.add(errors=1)
             yield beam.pvalue.TaggedOutput("errors", result)
             return
         self._labelled.inc()
-        process_progress().add(clips_labelled=1)
+        self._progress.add(clips_labelled=1)
         row = clip_row(result.clip, self._selection.select(result.scores), self._activation,
                        self._model_id, self._model_sha256, self._run_id,
                        num_windows=len(result.windows), aggregation=result.aggregation,

@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from transforms.model.runtime_env import protobuf_backend_problem
+from transforms.model.runtime_env import protobuf_backend_problem, quiet_mindspore_logs
 from transforms.io.checkpoint_cache import fetch_checkpoint
 from transforms.elements import FeatureWindow, ScoredWindow
 from transforms.io.storage import resolve_storage_options
@@ -84,14 +84,20 @@ def resolve_device(device: str) -> str:
         return device
     import mindspore as ms
 
+    missing = []
     for name, target in _AUTO_ORDER:
         try:
             if ms.hal.is_available(target):
-                _LOG.info("--device auto: using %s", name)
-                return name
+                break
         except Exception:  # a backend whose runtime libraries are missing reports by raising
-            continue
-    return "cpu"
+            pass
+        missing.append(target)
+    else:
+        name = "cpu"
+    # One line, not MindSpore's warnings per missing backend: on a CPU machine none is a fault.
+    _LOG.info("--device auto: using %s%s", name,
+              f" ({', '.join(missing)} not available on this machine)" if missing else "")
+    return name
 
 
 def resolve_precision(device: str, precision: str) -> str:
@@ -208,6 +214,9 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
 
     def load_model(self):
         started = time.perf_counter()
+        # Workers a runner starts apart from the launcher (portable, Flink, Dataflow) did not
+        # inherit its environment: MindSpore's start-up warnings held back here too.
+        quiet_mindspore_logs()
         # Raises CheckpointDigestMismatch: a job must not label with weights it did not inspect.
         local = fetch_checkpoint(self._checkpoint_uri, resolve_storage_options(self._storage_options),
                                  self._checkpoint_sha256)

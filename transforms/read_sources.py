@@ -33,6 +33,7 @@ from transforms.io.incremental import (
 from transforms.io.shards import MAX_SAMPLE_BYTES, MemberProblem, ShardReader, ShardReadError
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.io.url_secrets import scrub_url
+from transforms.progress import ProgressSettings
 from transforms.run_stats import (
     DISCOVERED, MEMBERS_IGNORED, READS_RESUMED, SHARDS_BY_WORKER, SHARDS_READ, SHARDS_SKIPPED,
     SIDECARS_INVALID, SKIPPED, TALLY, keyed)
@@ -116,8 +117,9 @@ class ReadSources(beam.DoFn):
     shard (its version and audio member count) to 'shards'."""
 
     def __init__(self, storage_options: dict | None = None, fingerprint: str | None = None,
-                 max_sample_bytes: int = MAX_SAMPLE_BYTES):
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES, progress: ProgressSettings | None = None):
         self._storage_options = storage_options
+        self._progress_settings = progress or ProgressSettings()
         self._fingerprint = fingerprint
         self._max_sample_bytes = max_sample_bytes
         self._storage = None
@@ -134,6 +136,10 @@ class ReadSources(beam.DoFn):
 
     def setup(self):
         self._storage = Storage(resolve_storage_options(self._storage_options))
+        self._progress = self._progress_settings.tally()
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def process(self, element):
         skipping = isinstance(element, tuple)   # --skip_labelled: joined with earlier runs
@@ -148,12 +154,14 @@ class ReadSources(beam.DoFn):
             UnversionedSources.note(scrub_url(source.uri), version)
         if source.kind != "shard":
             self._discovered.inc()
+            self._progress.add(discovered=1)
             yield _tally(DISCOVERED, 1)
             # The clip id is what is recorded: a presigned URL without its signature. The real
             # URL stays in source_uri, which is read (and scrubbed again when a row is made).
             clip_id = scrub_url(source.uri)
             if known.has(None, key):
                 self._skipped.inc()
+                self._progress.add(skipped=1, sources_done=1)
                 yield _tally(SKIPPED, 1)
                 return
             yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version)
@@ -164,6 +172,7 @@ class ReadSources(beam.DoFn):
             self._discovered.inc(members)
             self._skipped.inc(members)
             self._shards_skipped.inc()
+            self._progress.add(discovered=members, skipped=members, sources_done=1)
             yield _tally(DISCOVERED, members)
             yield _tally(SKIPPED, members)
             yield _tally(SHARDS_SKIPPED, 1)
@@ -176,12 +185,13 @@ class ReadSources(beam.DoFn):
         beam.metrics.Metrics.counter(WORKERS_NAMESPACE, f"shards_read_pid_{os.getpid()}").inc()
         reader = ShardReader(uri, lambda: self._storage.open(uri, block_size=SHARD_BLOCK_SIZE),
                              policy=self._storage.policy, max_sample_bytes=self._max_sample_bytes)
-        found = skipped = 0
+        found = skipped = failed_whole = 0   # failed_whole: the shard's own error row (0 or 1)
         complete = False
         try:
             for item in reader:
                 found += 1
                 self._discovered.inc()
+                self._progress.add(discovered=1, errors=int(isinstance(item, MemberProblem)))
                 clip_id = member_clip_id(uri, item.member_name)
                 if isinstance(item, MemberProblem):
                     yield beam.pvalue.TaggedOutput("errors", InputError(
@@ -198,17 +208,20 @@ class ReadSources(beam.DoFn):
         except ShardReadError as e:
             self._discovered.inc()
             found += 1
+            failed_whole = 1
             yield beam.pvalue.TaggedOutput("errors", InputError(
                 uri, "read", type(e.cause).__name__, str(e)[:2000], shard_uri=uri))
         else:
             if not found:
                 self._discovered.inc()
                 found += 1
+                failed_whole = 1
                 yield beam.pvalue.TaggedOutput("errors", InputError(
                     uri, "read", "NoAudioMembers",
                     f"shard holds no audio members ({reader.stats.members} members, "
                     f"{reader.stats.ignored} ignored)", shard_uri=uri))
         finally:
+            self._progress.add(discovered=failed_whole, errors=failed_whole, skipped=skipped, sources_done=1)
             self._ignored.inc(reader.stats.ignored)
             self._invalid_sidecars.inc(reader.stats.sidecars_invalid)
             self._late_sidecars.inc(reader.stats.sidecars_late)

@@ -25,6 +25,7 @@ from transforms.scoring.labels import LabelSelection
 from transforms.mindspore_inference import MindSporeASTModelHandler
 from transforms.io.url_secrets import scrub_url
 from transforms.read_sources import SHARDS, JoinPrevious, ReadPreviousRuns, ReadSources
+from transforms.progress import ProgressSettings
 from transforms.run_stats import DISCOVERED, SOURCES, TALLY, RunStats, count_as
 from pipeline.runs.layout import Attempt
 from transforms.io.storage import parse_storage_options
@@ -48,12 +49,14 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
         storage_options = parse_storage_options(getattr(opts, "storage_options", None))
     if fingerprint is None:
         fingerprint, _ = run_fingerprint(opts, checkpoint, selection)
+    # Each worker's running counts go to the attempt's _progress folder, for the launcher's line.
+    progress = ProgressSettings(opts.progress_seconds, attempt.progress_dir, storage_options)
     request = DiscoveryRequest(inputs=tuple(opts.input or ()),
                                manifests=tuple(getattr(opts, "input_manifest", None) or ()))
     discovered = (
         p
         | "Inputs" >> beam.Create([request])
-        | "Discover" >> beam.ParDo(DiscoverSources(storage_options)).with_outputs("errors", main="sources"))
+        | "Discover" >> beam.ParDo(DiscoverSources(storage_options, progress)).with_outputs("errors", main="sources"))
     # Discovery runs on one worker; the reshuffle spreads files and shards over workers. Reading,
     # decoding, inference and scoring are then fused: each window goes on to batching as soon as
     # it is cut, so a worker holds about one batch of features at a time.
@@ -63,14 +66,14 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
                                  fingerprint)
     clips = (
         sources
-        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, fingerprint, opts.max_sample_bytes))
+        | "ReadSources" >> beam.ParDo(ReadSources(storage_options, fingerprint, opts.max_sample_bytes, progress))
         .with_outputs("errors", TALLY, SHARDS, main="clips"))
     featurized = (
         clips.clips
         | "DecodeAndFbank" >> beam.ParDo(DecodeAndFeaturize(
             checkpoint.features, storage_options=storage_options,
             max_duration_seconds=opts.max_duration_seconds, hop_seconds=opts.hop_seconds,
-            progress_seconds=opts.progress_seconds)
+            progress=progress)
         ).with_outputs(OUTCOMES, main="windows"))
     handler = MindSporeASTModelHandler(checkpoint.uri, backend=opts.backend,
                                        batch_size=opts.batch_size, device=opts.device,
@@ -82,14 +85,14 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
         | "Infer" >> RunInference(handler)
         | "Score" >> beam.ParDo(ScoreWindows(
             opts.activation, keep_embeddings=bool(opts.emit_embeddings),
-            progress_seconds=opts.progress_seconds)).with_outputs(FAILURES, TALLY, main="scores"))
+            progress=progress)).with_outputs(FAILURES, TALLY, main="scores"))
     assembled = (
         {OUTCOME: featurized[OUTCOMES], SCORES: scored.scores, FAILURES: scored[FAILURES]}
         | "GroupWindowsByClip" >> beam.CoGroupByKey()
         | "AssembleClips" >> beam.ParDo(AssembleClips(
             selection, opts.activation, opts.aggregate, checkpoint.model_id, checkpoint.weights_sha256,
             run_id, emit_scores=opts.emit_scores, emit_embeddings=bool(opts.emit_embeddings),
-            labelling_fingerprint=fingerprint)
+            labelling_fingerprint=fingerprint, progress=progress)
         ).with_outputs("segments", "errors", main="clips"))
     errors = (
         (discovered.errors, clips.errors, assembled.errors)

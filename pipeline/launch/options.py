@@ -31,7 +31,9 @@ class LabelAudioOptions(PipelineOptions):
                                  "writing tables to s3://; each set fills in what the other leaves out.")
         parser.add_argument("--output", default=None,
                             help="Output root, a directory or URL (s3://bucket/prefix with Beam's --s3_* "
-                                 "options); tables go under <output>/<run_id>/.")
+                                 "options); a run's rows go to <output>/<table>/run_id=<run_id>/ "
+                                 "(clips, segments, errors), its manifest and statistics to "
+                                 "<output>/_runs/<run_id>/.")
         parser.add_argument("--model", default=None,
                             help="AST checkpoint directory in Hugging Face layout (config.json, "
                                  "model.safetensors, optional preprocessor_config.json).")
@@ -66,20 +68,34 @@ class LabelAudioOptions(PipelineOptions):
                                  "target scores the max of its sources, unmapped classes are dropped.")
         parser.add_argument("--skip_labelled", default=None,
                             help="Output root of earlier runs (may equal --output): clips that a "
-                                 "finished run there labelled with the same weights, from an unchanged "
-                                 "source (same ETag, or size and mtime), are skipped and counted.")
+                                 "published run there labelled with the same labelling fingerprint "
+                                 "(weights, config, preprocessor settings, window and hop, "
+                                 "aggregation, activation, labels and thresholds, top_k, optional "
+                                 "outputs, schema version), from an unchanged source (same ETag, or "
+                                 "size and mtime), are skipped and counted.")
         parser.add_argument("--allow_empty", action="store_true",
                             help="Publish a run that found no audio file or shard at all; without "
                                  "it such a run exits 1 and publishes nothing.")
         parser.add_argument("--progress_seconds", type=float, default=30.0,
-                            help="Each worker logs a progress line at most this often.")
+                            help="How often the launcher logs the job-wide progress line when its "
+                                 "console is not a terminal (a terminal gets one line redrawn "
+                                 "every second), and the workers report their counts.")
+        parser.add_argument("--log_level", default="INFO", type=str.upper,
+                            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                            help="The project's log lines from this level up. Other libraries "
+                                 "(Beam, MindSpore) show warnings and errors; with DEBUG their INFO "
+                                 "lines too.")
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="Warnings, errors and the final summary only: --log_level WARNING "
+                                 "and no progress line.")
         parser.add_argument("--emit_scores", action="store_true",
                             help="Add the full score vector (label-index order) to clips and segments.")
+        # No argparse choices: a value other than float32 gets validate()'s message, which says
+        # why float16 went, instead of argparse's bare "invalid choice".
         parser.add_argument("--emit_embeddings", nargs="?", const="float32", default=None,
-                            choices=["float32", "float16"],
-                            help="Add the model's pooled embedding (float32) to segments, and its mean "
-                                 "over windows to clips. 'float16' is refused: Spark cannot read "
-                                 "Parquet's FLOAT16 type.")
+                            metavar="float32",
+                            help="Add the model's pooled embedding as float32 to segments, and its "
+                                 "mean over windows to clips (the value may be left out).")
         parser.add_argument("--hop_seconds", type=float, default=None,
                             help="Files are labelled in windows of the model's input length "
                                  "(max_length x 10 ms: 10.24 s for AST). A window starts every "
@@ -120,6 +136,58 @@ class LabelAudioOptions(PipelineOptions):
                             help="Tar shards: most bytes of one WebDataset sample (the members "
                                  "sharing a key) held in memory at once; an audio member past it "
                                  "gets an error row (default 256 MiB).")
+
+
+# Flags the launcher takes out of the arguments before Beam sees them: Beam's TestOptions has
+# its own --dry_run, which takes a value and means "do not submit" to some runners.
+DRY_RUN = "--dry_run"
+
+
+def add_launcher_flags(parser) -> None:
+    parser.add_argument(DRY_RUN, action="store_true",
+                        help="Check the options, the model and the output, discover the inputs, "
+                             "print what would be read (counts by kind, total bytes, the first "
+                             "URIs) and exit 0 without running the job.")
+
+
+def take_launcher_flags(argv: list[str]) -> tuple[bool, list[str]]:
+    """(--dry_run given, the arguments without it)."""
+    return DRY_RUN in argv, [a for a in argv if a != DRY_RUN]
+
+
+# How --help and the README's options table show a default that is not the value itself.
+SHOWN_DEFAULTS = {"output": "required", "model": "required", "hop_seconds": "window length",
+                  "run_id": "UTC time + random", "max_sample_bytes": "256 MiB", "emit_embeddings": "off"}
+
+
+def shown_default(action) -> str:
+    """The default of one of our options as --help and the README's table show it ('' for none)."""
+    if action.dest in SHOWN_DEFAULTS:
+        return SHOWN_DEFAULTS[action.dest]
+    if action.default is None:
+        return ""
+    if action.default is False:
+        return "off"
+    if isinstance(action.default, float):
+        return f"{action.default:g}"
+    return str(action.default)
+
+
+def help_parser(prog: str = "run_pipeline.py"):
+    """Our options, each help text ending with its default as the README's table gives it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Label audio with an AST model into Parquet tables.",
+        epilog="Apache Beam's pipeline options (--runner, --direct_num_workers, "
+               "--direct_running_mode, --setup_file, ...) are accepted too.")
+    LabelAudioOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    add_launcher_flags(parser)
+    for action in parser._actions:  # pylint: disable=protected-access
+        shown = shown_default(action) if action.dest != "help" else ""
+        if shown:
+            action.help = f"{action.help} (default: {shown.replace('%', '%%')})"
+    return parser
 
 
 def _registered_option_classes() -> list[type]:

@@ -12,6 +12,9 @@
         folders only after the attempt succeeded
     <output>/_runs/<run_id>/<attempt>/_stats/summary.json, _stats/shards/part-*.parquet
         the attempt's tallies (accounting, summary) and per-shard records (--skip_labelled)
+    <output>/_runs/<run_id>/<attempt>/_progress/<host>-<pid>.json
+        each worker process's running counts while the job runs, for the launcher's progress
+        line only (transforms/progress.py); removed when the job has ended
 
 Nothing but published Parquet files ever sits under a table folder, and everything of ours that is
 not a table starts with ``_``, which Spark, Hive and pyarrow's discovery skip. The ``_stats``
@@ -30,6 +33,7 @@ RUNS_DIR = "_runs"
 MANIFEST_NAME = "_MANIFEST.json"
 LEASE_NAME = "_LEASE.json"
 STATS_DIR = "_stats"
+PROGRESS_DIR = "_progress"
 SUMMARY_STATS_NAME = "summary.json"
 SHARD_STATS_DIR = "shards"
 PARTITION_KEY = "run_id"
@@ -100,6 +104,10 @@ class Attempt:
     @property
     def shard_stats_dir(self) -> str:
         return f"{self.stats_dir}/{SHARD_STATS_DIR}"
+
+    @property
+    def progress_dir(self) -> str:
+        return f"{self.root}/{PROGRESS_DIR}"
 
     @property
     def shard_stats_prefix(self) -> str:

@@ -214,8 +214,26 @@ class RunSummary:
         if not self.sources:
             raise NothingDiscoveredError(
                 f"run {self.run_id}: no audio file or shard was found "
-                f"({self.errored} input(s) failed discovery); nothing published "
+                f"({self.errored} input(s) failed discovery"
+                f"{', listed below' if self.errored else ''}); nothing published "
                 "(--allow_empty publishes such a run)")
+
+    def first_errors(self, n: int) -> list[dict]:
+        """Up to ``n`` rows of the errors table (source_uri, stage, error_type, message), for a
+        failed run's message: the first batch of the first files only, so memory does not grow
+        with the table."""
+        rows: list[dict] = []
+        columns = ["source_uri", "stage", "error_type", "message"]
+        with self.read_scope():
+            fs, _ = _fs(self.output, self.storage_options)
+            for path in self._files("errors"):
+                with fs.open(path, "rb") as handle:
+                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=n, columns=columns):
+                        rows.extend(batch.to_pylist())
+                        break
+                if len(rows) >= n:
+                    break
+        return rows[:n]
 
     def counts(self) -> dict:
         """The accounting as one dict (manifest, --max_error_fraction)."""

@@ -33,3 +33,27 @@ def protobuf_backend_problem() -> str | None:
             "in the launcher's and the workers' environment."
         )
     return None
+
+
+# MindSpore's log level, read once from the environment when mindspore is imported (its C++ glog
+# and its Python logger alike): 0 debug, 1 info, 2 warning, 3 error.
+MINDSPORE_LOG_LEVEL_ENV = "GLOG_v"
+MINDSPORE_QUIET, MINDSPORE_VERBOSE = "3", "2"
+
+
+def quiet_mindspore_logs(verbose: bool = False) -> None:
+    """Keep MindSpore's start-up warnings off the console: a backend whose libraries this machine
+    lacks ("Backend Ascend is not available ... libge_runner.so"), the compile cache's first miss,
+    deprecation notices of its own context API. They read like failures and are none; the device
+    chosen is logged by the model handler in one line. MindSpore's errors still show (and raise).
+
+    Must run before mindspore is imported in the process; worker processes the launcher starts
+    inherit it. A GLOG_v the user exported wins. ``verbose``: MindSpore's warnings too."""
+    global _level_set_here
+    current = os.environ.get(MINDSPORE_LOG_LEVEL_ENV)
+    if current is None or current == _level_set_here:
+        _level_set_here = MINDSPORE_VERBOSE if verbose else MINDSPORE_QUIET
+        os.environ[MINDSPORE_LOG_LEVEL_ENV] = _level_set_here
+
+
+_level_set_here: str | None = None   # what quiet_mindspore_logs put in the environment

@@ -1,0 +1,1 @@
+"""What the launcher shows on the console: logging set-up, the live progress line, messages of a failed run."""
