@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from fsspec.utils import infer_compression
 
 from transforms.elements import DiscoveryRequest, InputError, SourceRef
+from transforms.io.job_failures import is_machine_failure
 from transforms.io.storage import Storage, protocol_of
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
@@ -190,6 +191,8 @@ class Discovery:
             try:
                 sources = expand_pattern(self._storage, pattern)
             except Exception as e:
+                if is_machine_failure(e):   # the store is down, not the pattern wrong: raised
+                    raise
                 yield InputError.from_exception(pattern, "discover", e)
                 continue
             if not sources:
@@ -214,6 +217,8 @@ class Discovery:
                     if self._new(uri):
                         yield source_for(uri)
             except Exception as e:
+                if is_machine_failure(e):
+                    raise
                 error = InputError.from_exception(manifest, "manifest", e)
                 if entries:
                     error = InputError(manifest, "manifest", error.error_type,

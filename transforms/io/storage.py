@@ -60,7 +60,8 @@ _PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotA
 # Errnos that clients (s3fs maps S3 error codes to them) use for requests that cannot succeed.
 _PERMANENT_ERRNOS = frozenset({
     errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOENT, errno.EEXIST, errno.EISDIR,
-    errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EMSGSIZE, errno.EROFS, errno.ENOSPC})
+    errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EMSGSIZE, errno.EROFS, errno.ENOSPC,
+    errno.ELOOP, errno.ENXIO, errno.ENODEV})   # a symlink loop, a device or FIFO: never readable
 # Network failures that some clients (botocore, aiohttp) raise outside the OSError tree.
 _TRANSIENT_NAMES = frozenset({
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
