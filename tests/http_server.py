@@ -17,7 +17,7 @@ class FileServer:
         self.files = files
         self.auth = auth
         self.cut_after = cut_after or {}
-        self.requests: list[tuple[str, str, str | None]] = []   # (method, path, Authorization)
+        self.requests: list[tuple[str, str, dict]] = []   # (method, path, headers)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,7 +28,7 @@ class FileServer:
 
             def _authorised(self) -> bool:
                 given = self.headers.get("Authorization")
-                server.requests.append((self.command, self.path, given))
+                server.requests.append((self.command, self.path, dict(self.headers)))
                 if server.auth is None:
                     return True
                 expected = "Basic " + base64.b64encode(":".join(server.auth).encode()).decode()

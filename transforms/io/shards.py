@@ -82,6 +82,7 @@ from typing import BinaryIO
 from transforms.io.job_failures import StorageUnavailable, is_machine_failure
 from transforms.io.sources import is_audio_name
 from transforms.io.storage import DEFAULT_POLICY, RetryPolicy, is_transient
+from transforms.io.url_secrets import scrub_url
 
 MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
 MAX_SAMPLE_BYTES = 256 << 20       # default --max_sample_bytes: audio held for one sample
@@ -346,7 +347,7 @@ class ShardReader:
                 failures += 1
                 if failures >= self._policy.attempts:
                     raise StorageUnavailable(
-                        f"{self.shard_uri}: {_where(self.stats)}: the storage kept failing "
+                        f"{scrub_url(self.shard_uri)}: {_where(self.stats)}: the storage kept failing "
                         f"({failures} attempts; {type(e).__name__}: {e})") from e
                 self.stats.resumed += 1
                 self._sleep(self._policy.delay(failures - 1))
