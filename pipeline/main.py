@@ -27,7 +27,7 @@ from pipeline.runs.summary import NothingDiscoveredError, RunSummary  # noqa: E4
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
-from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
+from transforms.io.url_secrets import scrub_recorded, scrub_text, scrub_url  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -253,9 +253,11 @@ def summarise_run(attempt: Attempt, storage_options: dict | None = None,
 def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                    storage_options: dict | None = None) -> dict:
     """What a finished run publishes about itself. Credentials never enter it: storage options
-    arrive without them (StorageSettings.public) and are redacted again as a second guard."""
+    arrive without them (StorageSettings.public) and are redacted again as a second guard, and
+    every string in it (inputs, the model's URI, the paths of settings such as --skip_labelled,
+    --class_thresholds, --label_map) has URL user-info and credential query parameters removed."""
     seconds = (finished - started).total_seconds()
-    return {
+    return scrub_recorded({
         "run_id": summary.run_id,
         "inputs": [scrub_url(u) for u in opts.input or []],
         "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
@@ -279,7 +281,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                     "clips_per_second": summary.labelled / seconds if seconds > 0 else None},
         "tables": {"clips": summary.labelled, "errors": summary.errored,
                    "segments": summary.segment_rows},
-    }
+    })
 
 
 def main(argv: list[str] | None = None) -> int:
