@@ -31,6 +31,7 @@ from fsspec.utils import infer_compression
 
 from transforms.elements import DiscoveryRequest, InputError, SourceRef
 from transforms.io.job_failures import is_machine_failure
+from transforms.io.names import raw_of, record_name
 from transforms.io.storage import Storage, protocol_of
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
@@ -54,7 +55,9 @@ def is_shard(uri: str) -> bool:
 
 
 def source_for(uri: str) -> SourceRef:
-    return SourceRef(uri=uri, kind="shard" if is_shard(uri) else "file")
+    """The source at ``uri``; a name that is not UTF-8 is recorded escaped and its bytes kept
+    to open it by (transforms/io/names.py)."""
+    return SourceRef(uri=record_name(uri), kind="shard" if is_shard(uri) else "file", raw=raw_of(uri))
 
 
 def _is_glob(url: str, path: str) -> bool:
@@ -199,7 +202,7 @@ class Discovery:
                 yield InputError(pattern, "discover", "NoFilesMatched",
                                  f"no audio files or shards match {pattern!r}")
             for source in sources:
-                if self._new(source.uri):
+                if self._new(source.location):   # the real name: escaped ones never merge
                     yield source
         for manifest in self._request.manifests:
             entries = 0

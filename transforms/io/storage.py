@@ -379,5 +379,5 @@ class Storage:
         if source.data is not None:
             yield io.BytesIO(source.data)
             return
-        with self.open(source.source_uri) as f:
+        with self.open(source.location) as f:
             yield f
