@@ -263,6 +263,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
         "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
+        "files_passed_over": summary.files_passed_over,   # not inputs: what scans left out, by kind
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
                   "backend": opts.backend, "device": opts.device, "precision": opts.precision},
