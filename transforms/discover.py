@@ -12,12 +12,14 @@ import apache_beam as beam
 from transforms.elements import DiscoveryRequest, InputError
 from transforms.io.sources import Discovery
 from transforms.io.storage import Storage, resolve_storage_options
+from transforms.run_stats import FILES_PASSED_OVER, TALLY, keyed
 
 NAMESPACE = "audio_labelling"
 
 
 class DiscoverSources(beam.DoFn):
-    """DiscoveryRequest -> SourceRef, or an InputError on the 'errors' output."""
+    """DiscoveryRequest -> SourceRef, or an InputError on the 'errors' output; tallies of what
+    scans passed over on the 'tally' output (transforms/run_stats.py)."""
 
     def __init__(self, storage_options: dict | None = None):
         self._storage_options = storage_options   # public part only; secrets come from the env
@@ -39,3 +41,7 @@ class DiscoverSources(beam.DoFn):
                 self._sources.inc()
                 yield item
         self._duplicates.inc(discovery.duplicates)
+        # What directory scans left out (not audio, not shards), by kind: in the summary and the
+        # manifest, never dropped in silence.
+        for kind, n in sorted(discovery.passed_over.items()):
+            yield beam.pvalue.TaggedOutput(TALLY, (keyed(FILES_PASSED_OVER, kind), n))
