@@ -26,7 +26,7 @@ from transforms import mindspore_inference
 from transforms.audio.fbank import FeatureConfig
 from transforms.elements import ClipSource, DiscoveryRequest, FeatureWindow, InputError
 from transforms.featurize import DecodeAndFeaturize
-from transforms.io.job_failures import StorageUnavailable, is_machine_failure
+from transforms.io.job_failures import is_machine_failure
 from transforms.io.shards import ShardReader
 from transforms.io.sources import Discovery
 from transforms.io.storage import RetryPolicy, Storage
