@@ -102,7 +102,9 @@ def _resolve(fs, path: str, info: dict, storage: Storage) -> dict:
         return info
     try:
         return storage.retry(lambda: fs.info(path), path)
-    except OSError:
+    except OSError as e:
+        if is_machine_failure(e):
+            raise
         return dict(info, type="file")
 
 
@@ -126,9 +128,11 @@ def _walk(storage: Storage, fs, path: str, take, passed_over: PassedOver, walked
     found = storage.retry(lambda: fs.find(path, detail=True), path)
     paths = []
     for p, info in sorted(found.items()):
-        info = _resolve(fs, p, info, storage)
-        kind = info.get("type")
-        if kind == "directory":   # only links: find walks real directories itself
+        link = info.get("type") == "other" and info.get("islink")
+        kind = _resolve(fs, p, info, storage).get("type")
+        if kind == "directory":
+            if not link:      # find walks real directories itself (some stores list them too)
+                continue
             real = _real(fs, p)
             if real is not None and any(_overlap(real, w) for w in walked):
                 passed_over.add(DIRECTORY_LINK_WALKED)
