@@ -245,7 +245,8 @@ class _StrictTarInfo(tarfile.TarInfo):
         if what is None or isinstance(tarfile_.fileobj, _HeaderBudget):
             # A plain header, or one of a chain whose first member set up the budget.
             return super()._proc_member(tarfile_)
-        what = f"{what} at tar offset {self.offset} claims {self.size} bytes"
+        what = f"{what} at tar offset {self.offset}" + (
+            "" if self.type == tarfile.GNUTYPE_SPARSE else f" claims {self.size} bytes")
         tarfile_.fileobj = _HeaderBudget(tarfile_.fileobj, MAX_HEADER_BYTES - _global_pax_bytes(tarfile_),
                                          what)
         try:
