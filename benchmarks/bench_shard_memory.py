@@ -21,8 +21,14 @@ sample of 200 clips) against one of the same members with distinct keys
 (000000.json, 000000.wav, ...), local and on S3; the peak RSS growth of the two
 should differ by a few members at most, not by the shard.
 
+Then a header bomb (issue 19): a ~1 MB ``.tar.gz`` whose first member is a GNU long-name
+header claiming 1 GiB (zeros), then a WAV, against a ``.tar.gz`` of that WAV alone; the reader
+refuses the header unread (``TarHeaderTooLarge``, one shard error), so the two peaks should be
+within a few MB (tarfile alone reads the GiB whole: ~2.1 GB). ``--header-bomb-only`` runs
+just this part.
+
 Prints one JSON object.
-Usage: python benchmarks/bench_shard_memory.py [--mb 50 200] [--members 200]
+Usage: python benchmarks/bench_shard_memory.py [--mb 50 200] [--members 200] [--header-bomb-only]
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ sys.path.insert(0, REPO)
 CHILD = r"""
 import json, resource, sys
 from transforms.read_sources import SHARD_BLOCK_SIZE
-from transforms.io.shards import ShardReader
+from transforms.io.shards import ShardReader, ShardReadError
 from transforms.io.storage import Storage
 uri, options, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 storage = Storage(options)
@@ -61,15 +67,20 @@ def peak_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 baseline = peak_kb()
 members = size = 0
+error = None
 if mode == "stream":
-    for clip in ShardReader(uri, lambda: storage.open(uri, block_size=SHARD_BLOCK_SIZE)):
-        members += 1
-        size += len(clip.data)
+    try:
+        for clip in ShardReader(uri, lambda: storage.open(uri, block_size=SHARD_BLOCK_SIZE)):
+            members += 1
+            size += len(clip.data)
+    except ShardReadError as e:   # what ReadSources makes its one shard error row of
+        error = [type(e.cause).__name__, str(e)]
 else:
     with storage.open(uri) as f:
         data = f.read()
         size = len(data)
-print(json.dumps({"members": members, "audio_bytes": size, "baseline_kb": baseline, "peak_kb": peak_kb()}))
+print(json.dumps({"members": members, "audio_bytes": size, "error": error, "baseline_kb": baseline,
+                  "peak_kb": peak_kb()}))
 """
 
 
@@ -133,16 +144,47 @@ def measure(uri: str, options: dict, mode: str) -> dict:
     return result
 
 
+def header_bomb_case(work: str) -> dict:
+    """Peak RSS growth reading the 1 GiB long-name bomb vs a shard without it (same WAV)."""
+    import gzip
+
+    import numpy as np
+
+    from tests.shard_corpus import audio_bytes, make_tar, write_header_bomb
+
+    wav = audio_bytes("wav", (0.3 * np.random.default_rng(2).standard_normal(16000)).astype("float32"), 16000)
+    bomb, plain = os.path.join(work, "long_name_bomb.tar.gz"), os.path.join(work, "plain.tar.gz")
+    write_header_bomb(bomb, claim=1 << 30, after=make_tar([("after.wav", wav)]))
+    with open(plain, "wb") as f:
+        f.write(gzip.compress(make_tar([("after.wav", wav)]), mtime=0))
+    cases = {"with_bomb": measure(bomb, {}, "stream"), "without": measure(plain, {}, "stream")}
+    cases["with_bomb"]["shard_bytes"] = os.path.getsize(bomb)
+    cases["with_bomb"]["claimed_header_bytes"] = 1 << 30
+    cases["without"]["shard_bytes"] = os.path.getsize(plain)
+    delta = cases["with_bomb"]["peak_rss_delta_bytes"] - cases["without"]["peak_rss_delta_bytes"]
+    return {"cases": cases, "peak_rss_with_minus_without_mb": round(delta / 1e6, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, nargs="+", default=[50.0, 200.0],
                         help="shard sizes to build, MB")
     parser.add_argument("--members", type=int, default=200,
                         help="1 MiB members in the shared-key vs distinct-keys comparison")
+    parser.add_argument("--header-bomb-only", action="store_true",
+                        help="only the 1 GiB long-name header bomb vs a shard without it")
     args = parser.parse_args()
+    from machine_info import machine_info
     from transforms.read_sources import SHARD_BLOCK_SIZE
 
     work = tempfile.mkdtemp(prefix="bench_shard_")
+    if args.header_bomb_only:
+        try:
+            print(json.dumps({"python": sys.version.split()[0], "machine": machine_info(),
+                              "header_bomb": header_bomb_case(work)}, indent=2))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     server = None
     try:
         if shutil.which("weed"):
@@ -182,8 +224,9 @@ def main() -> None:
             shared = grouping["shared_key"]["cases"][where]["peak_rss_delta_bytes"]
             distinct = grouping["distinct_keys"]["cases"][where]["peak_rss_delta_bytes"]
             grouping[f"shared_minus_distinct_mb_{where}"] = round((shared - distinct) / 1e6, 2)
-        print(json.dumps({"python": sys.version.split()[0], "shard_block_size": SHARD_BLOCK_SIZE,
-                          "shards": shards, "member_grouping": grouping}, indent=2))
+        print(json.dumps({"python": sys.version.split()[0], "machine": machine_info(),
+                          "shard_block_size": SHARD_BLOCK_SIZE, "shards": shards,
+                          "member_grouping": grouping, "header_bomb": header_bomb_case(work)}, indent=2))
     finally:
         if server:
             server.stop()

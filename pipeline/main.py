@@ -32,7 +32,7 @@ from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSu
 from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
-from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
+from transforms.io.url_secrets import scrub_recorded, scrub_text, scrub_url  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -318,14 +318,17 @@ def summarise_run(attempt: Attempt, storage_options: dict | None = None,
 def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                    storage_options: dict | None = None) -> dict:
     """What a finished run publishes about itself. Credentials never enter it: storage options
-    arrive without them (StorageSettings.public) and are redacted again as a second guard."""
+    arrive without them (StorageSettings.public) and are redacted again as a second guard, and
+    every string in it (inputs, the model's URI, the paths of settings such as --skip_labelled,
+    --class_thresholds, --label_map) has URL user-info and credential query parameters removed."""
     seconds = (finished - started).total_seconds()
-    return {
+    return scrub_recorded({
         "run_id": summary.run_id,
         "inputs": [scrub_url(u) for u in opts.input or []],
         "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
         "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
+        "files_passed_over": summary.files_passed_over,   # not inputs: what scans left out, by kind
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
                   "backend": opts.backend, "device": opts.device, "precision": opts.precision},
@@ -344,7 +347,7 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
                     "clips_per_second": summary.labelled / seconds if seconds > 0 else None},
         "tables": {"clips": summary.labelled, "errors": summary.errored,
                    "segments": summary.segment_rows},
-    }
+    })
 
 
 def console_settings(argv: list[str]) -> str:

@@ -22,8 +22,8 @@ import pytest
 
 from pipeline.demo.audio import chirp, noise, tone
 from pipeline.main import run
-from tests.shard_corpus import audio_bytes, make_tar
-from transforms.io.shards import MAX_MEMBER_BYTES, ShardReader, ShardReadError
+from tests.shard_corpus import audio_bytes, make_tar, write_header_bomb
+from transforms.io.shards import MAX_HEADER_BYTES, MAX_MEMBER_BYTES, ShardReader, ShardReadError
 from transforms.io.storage import RetryPolicy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -262,10 +262,93 @@ def test_a_bzip2_bomb_named_tar_is_refused_before_it_is_decompressed(tmp_path):
     assert found["rss_peak"] - found["rss_before"] < 128 << 20, found
 
 
+# ---------------------------------------------------------------- extended headers (issue 19, finding 5)
+
+def extended(header_type: bytes, data: bytes, claim: int | None = None) -> bytes:
+    """An extended header member (GNU long name/link, pax) holding ``data``."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = header_type
+    info.size = len(data) if claim is None else claim
+    return info.tobuf(format=tarfile.GNU_FORMAT) + data + _pad(len(data))
+
+
+def pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n"
+    n = len(body) + 1
+    while len(f"{n}{body}") != n:
+        n += 1
+    return f"{n}{body}".encode()
+
+
+def gnu_sparse(name: str, extension_blocks: int) -> bytes:
+    """An old-GNU sparse member whose header says more sparse maps follow, then that many
+    extension blocks each saying the same (tarfile reads them all before the member's data)."""
+    header = bytearray(tarfile.TarInfo(name).tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[482] = 1                                    # isextended
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)          # the checksum over the patched header
+    block = bytearray(tarfile.BLOCKSIZE)
+    block[0:12], block[12:24] = b"%011o\0" % 512, b"%011o\0" % 512
+    block[504] = 1
+    return bytes(header) + bytes(block) * extension_blocks
+
+
+HEADER_BOMBS = {
+    # 1 GiB claimed, a few bytes there: tarfile would ask for the whole claim in one read.
+    "long_name": extended(tarfile.GNUTYPE_LONGNAME, b"x" * 100, claim=1 << 30),
+    "long_link": extended(tarfile.GNUTYPE_LONGLINK, b"x" * 100, claim=1 << 30),
+    "pax": extended(tarfile.XHDTYPE, pax_record("comment", "x" * 50), claim=1 << 30),
+    "global_pax": extended(tarfile.XGLTYPE, pax_record("comment", "x" * 50), claim=1 << 30),
+    # Each under the cap, together over it: global records are kept for the rest of the shard.
+    "global_pax_piling_up": b"".join(extended(tarfile.XGLTYPE, pax_record(f"k{i}", "x" * (600 << 10)))
+                                     for i in range(2)),
+    # A chain of headers for one member: each under the cap, together over it.
+    "pax_then_long_name": extended(tarfile.XHDTYPE, pax_record("comment", "x" * (700 << 10)))
+                          + extended(tarfile.GNUTYPE_LONGNAME, b"n" * (700 << 10)),
+    "sparse_map": gnu_sparse("s.wav", 3000),           # 1.5 MB of sparse extension blocks
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HEADER_BOMBS))
+def test_extended_headers_past_the_cap_end_the_shard_with_one_error(kind):
+    raw = member("a.wav", WAV) + HEADER_BOMBS[kind] + member("b.wav", WAV) + END
+    items, _, error = guarded(read_all, raw)
+    assert [i.member_name for i in items] == ["a.wav"]
+    assert error is not None and type(error.cause).__name__ == "TarHeaderTooLarge", error
+    assert f"more than {MAX_HEADER_BYTES} bytes of extended header data" in str(error)
+
+
+def test_extended_headers_under_the_cap_are_read():
+    name = "d/" + "long" * 60 + ".wav"                  # a GNU long name of 242 bytes
+    raw = (extended(tarfile.XGLTYPE, pax_record("comment", "global")) + member("a.wav", WAV)
+           + extended(tarfile.GNUTYPE_LONGNAME, name.encode() + b"\0") + member("x", WAV) + END)
+    items, _, error = read_all(raw)
+    assert error is None and [i.member_name for i in items] == ["a.wav", name]
+
+
+@pytest.fixture(scope="module")
+def header_bomb(tmp_path_factory) -> str:
+    """The issue's shard: a ~1 MB .tar.gz whose GNU long-name header claims 1 GiB (zeros)."""
+    path = str(tmp_path_factory.mktemp("header_bomb") / "long_name_bomb.tar.gz")
+    write_header_bomb(path, after=member("after.wav", WAV) + END)
+    assert os.path.getsize(path) < 2 << 20
+    return path
+
+
+def test_a_1gib_long_name_in_a_1mb_shard_is_one_error_in_bounded_memory(header_bomb):
+    """tarfile alone reads the claimed GiB whole (2.1 GB peak RSS); the cap refuses it unread.
+    benchmarks/bench_shard_memory.py reports the figure against a shard without it."""
+    found = probe_memory(header_bomb)
+    assert found["items"] == [] and found["error"][0] == "TarHeaderTooLarge", found
+    assert "GNU long-name header at tar offset 0 claims 1073741824 bytes" in found["error"][1]
+    assert found["rss_peak"] - found["rss_before"] < 64 << 20, found
+
+
 # ---------------------------------------------------------------- the whole job
 
 @pytest.fixture(scope="module")
-def hostile_shard_run(tmp_path_factory, tiny_checkpoint, gzip_bomb):
+def hostile_shard_run(tmp_path_factory, tiny_checkpoint, gzip_bomb, header_bomb):
     base = tmp_path_factory.mktemp("hostile_shards")
     shards, out = base / "in", base / "out"
     shards.mkdir()
@@ -293,6 +376,8 @@ def hostile_shard_run(tmp_path_factory, tiny_checkpoint, gzip_bomb):
           clips=["a.wav"], errors=[(None, "ReadError")])
     shutil.copyfile(gzip_bomb, shards / "bomb.tar.gz")
     expected["bomb.tar.gz"] = ({"after.wav"}, {("bomb.wav", "MemberTooLarge")})
+    shutil.copyfile(header_bomb, shards / "long_name_bomb.tar.gz")   # one row for the shard
+    expected["long_name_bomb.tar.gz"] = (set(), {(None, "TarHeaderTooLarge")})
     shard("bzip2_content.tar", bz2.compress(make_tar([("z.wav", WAV)])), errors=[(None, "ReadError")])
     shard("not_a_tar.tar", b"<html>404 Not Found</html>\n" * 30, errors=[(None, "ReadError")])
     shard("garbage.tgz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + random.Random(5).randbytes(5000),

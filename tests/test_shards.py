@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from tests.shard_corpus import json_bytes, make_tar
+from transforms.io.job_failures import StorageUnavailable
 from transforms.io.shards import MemberProblem, ShardClip, ShardReader, ShardReadError, webdataset_key
 from transforms.io.storage import RetryPolicy
 
@@ -129,11 +130,14 @@ def test_a_dropped_connection_resumes_without_repeating_or_losing_members(compre
     assert len(opens) == 2 and reader.stats.resumed == 1 and reader.stats.members == 16
 
 
-def test_a_connection_that_keeps_dropping_becomes_a_shard_error():
+def test_a_connection_that_keeps_dropping_fails_the_job_not_the_shard():
+    """A store that stays down is an error of the machine (transforms/io/job_failures.py): raised
+    so the run fails, never a shard error row that balances the accounting (issue 19, finding 8)."""
     data = make_tar([(f"{i}.wav", os.urandom(3000)) for i in range(4)])
     reader = ShardReader("s3://b/s.tar", lambda: FlakyStream(data, 5000), policy=NO_WAIT)
-    with pytest.raises(ShardReadError, match="ConnectionResetError") as failure:
+    with pytest.raises(StorageUnavailable, match="ConnectionResetError") as failure:
         list(reader)
+    assert not isinstance(failure.value, ShardReadError)
     assert reader.stats.resumed == NO_WAIT.attempts - 1
     assert "after member '0.wav'" in str(failure.value)
 

@@ -66,6 +66,23 @@ def test_credentials_are_split_off_at_any_depth():
                       "s3": {"headers": {"Authorization": "Bearer x"}}}
 
 
+def test_every_credential_like_header_leaves_the_public_options():
+    """Not only Authorization: any header or option whose name suggests a credential (issue 19,
+    finding 9)."""
+    secrets = {"Authorization": "Bearer SECRET1", "Proxy-Authorization": "Basic SECRET2",
+               "Cookie": "sid=SECRET3", "X-Api-Key": "SECRET4", "X-Auth-Token": "SECRET5",
+               "X-Session-Id": "SECRET6", "x-client-secret": "SECRET7"}
+    headers = {**secrets, "Accept": "audio/wav", "User-Agent": "labeller/1"}
+    public, secret = split_secrets({"https": {"headers": headers, "block_size": 1024}})
+    assert public == {"https": {"headers": {"Accept": "audio/wav", "User-Agent": "labeller/1"},
+                                "block_size": 1024}}
+    assert secret == {"https": {"headers": secrets}}
+    settings, argv = StorageSettings.from_argv(
+        ["--input", "https://h/a.wav", "--storage_options", json.dumps({"https": {"headers": headers}})])
+    assert "SECRET" not in " ".join(argv) and "audio/wav" in " ".join(argv)
+    assert settings.fsspec_options() == {"https": {"headers": headers}}
+
+
 def test_bad_storage_options_never_echo_their_content():
     with pytest.raises(StorageOptionsError) as e:
         parse_storage_options('{"secret": "hunter2", oops}')

@@ -12,8 +12,8 @@ from inside it, at a point that is the same on every run:
 * ``reading``: when ``Storage.open`` is called for the third of four shards. Discovery
   (listing) and two shards are read; their clips went on, fused, to decoding and scoring.
   Reads from here on are refused; after the retries of ``transforms/io/storage.py`` and of the
-  shard reader the two remaining shards turn into shard error rows, and then the run fails
-  when Beam's S3 sink cannot write its first table file.
+  shard reader the read fails the run (an error of the machine, transforms/io/job_failures.py:
+  never shard error rows that would balance the accounting).
 * ``committing``: when Beam's file sink starts finalising its first table (``pre_finalize``).
   All rows are computed and temporary Parquet files are already on S3 under the run prefix,
   nothing is renamed yet; the commit then fails. The temporary files survive the restart, so

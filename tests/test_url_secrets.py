@@ -26,10 +26,22 @@ from transforms.io.url_secrets import scrub_text, scrub_url
     ("https://h/a.wav?x=1&y", "https://h/a.wav?x=1&y"),
     ("s3://bucket/what?token.wav", "s3://bucket/what?token.wav"),      # not a query outside http(s)
     ("/data/a?sig=1.wav", "/data/a?sig=1.wav"),
+    # User-info is a credential in any scheme, user name and all (issue 19, finding 9).
+    ("https://alice:PASSW0RD@host/a.wav", "https://host/a.wav"),
+    ("https://ghp_TOKEN@host:8443/s.tar?sig=1&v=2#m@1.wav", "https://host:8443/s.tar?v=2#m@1.wav"),
+    ("sftp://bob:pw%40x@host/a.wav", "sftp://host/a.wav"),
+    ("simplecache::https://u:p@h/a.wav", "simplecache::https://h/a.wav"),
+    ("s3://bucket/me@home.wav", "s3://bucket/me@home.wav"),         # an @ in a key, not user-info
+    ("/data/me@home.wav", "/data/me@home.wav"),
 ])
 def test_scrub_url(url, expected):
     assert scrub_url(url) == expected
     assert scrub_url(expected) == expected
+
+
+def test_scrub_text_finds_user_info_in_messages():
+    message = "ClientResponseError 404 for https://alice:PASSW0RD@h/a.wav (retrying sftp://u:p@h/b)"
+    assert scrub_text(message) == "ClientResponseError 404 for https://h/a.wav (retrying sftp://h/b)"
 
 
 def test_scrub_text_finds_urls_in_messages():

@@ -13,12 +13,14 @@ from transforms.elements import DiscoveryRequest, InputError
 from transforms.io.sources import Discovery
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.progress import ProgressSettings
+from transforms.run_stats import FILES_PASSED_OVER, TALLY, keyed
 
 NAMESPACE = "audio_labelling"
 
 
 class DiscoverSources(beam.DoFn):
-    """DiscoveryRequest -> SourceRef, or an InputError on the 'errors' output."""
+    """DiscoveryRequest -> SourceRef, or an InputError on the 'errors' output; tallies of what
+    scans passed over on the 'tally' output (transforms/run_stats.py)."""
 
     def __init__(self, storage_options: dict | None = None, progress: ProgressSettings | None = None):
         self._storage_options = storage_options   # public part only; secrets come from the env
@@ -44,6 +46,10 @@ class DiscoverSources(beam.DoFn):
                 self._progress.add(sources_found=1)
                 yield item
         self._duplicates.inc(discovery.duplicates)
+        # What directory scans left out (not audio, not shards), by kind: in the summary and the
+        # manifest, never dropped in silence.
+        for kind, n in sorted(discovery.passed_over.items()):
+            yield beam.pvalue.TaggedOutput(TALLY, (keyed(FILES_PASSED_OVER, kind), n))
         # From here the launcher knows how many sources there are: it can give an ETA.
         self._progress.add(discovery_done=1)
         self._progress.flush()

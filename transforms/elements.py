@@ -1,10 +1,13 @@
 """The values that travel between pipeline stages. Beam-free, picklable."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from transforms.io.names import record_name
 
 
 @dataclass(frozen=True)
@@ -16,9 +19,18 @@ class DiscoveryRequest:
 
 @dataclass(frozen=True)
 class SourceRef:
-    """One discovered object: a plain audio file or a tar shard of clips."""
+    """One discovered object: a plain audio file or a tar shard of clips.
+
+    ``uri`` is valid UTF-8: a name that is not is recorded percent-escaped, and its bytes
+    travel in ``raw`` to open it by (transforms/io/names.py)."""
     uri: str
     kind: str          # "file" or "shard"
+    raw: bytes | None = None
+
+    @property
+    def location(self) -> str:
+        """What to open."""
+        return self.uri if self.raw is None else os.fsdecode(self.raw)
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,12 @@ class ClipSource:
     meta: str | None = None                       # JSON text of the sample's .json sidecar
     data: bytes | None = field(default=None, repr=False)
     source_version: str | None = None             # Storage.version of the file, or of the shard
+    raw: bytes | None = None                      # the file's name when not UTF-8 (see SourceRef)
+
+    @property
+    def location(self) -> str:
+        """What to open (plain files)."""
+        return self.source_uri if self.raw is None else os.fsdecode(self.raw)
 
     @classmethod
     def of(cls, value: "ClipSource | str") -> "ClipSource":
@@ -157,6 +175,7 @@ class InputError:
     def from_exception(cls, source_uri: str, stage: str, error: BaseException,
                        clip_id: str | None = None, shard_uri: str | None = None,
                        member_name: str | None = None) -> "InputError":
+        # A message may quote a name that is not UTF-8 (FileNotFoundError does): recorded as names are.
         return cls(source_uri=source_uri, stage=getattr(error, "stage", stage),
-                   error_type=type(error).__name__, message=str(error)[:2000], clip_id=clip_id,
-                   shard_uri=shard_uri, member_name=member_name)
+                   error_type=type(error).__name__, message=record_name(str(error))[:2000],
+                   clip_id=clip_id, shard_uri=shard_uri, member_name=member_name)

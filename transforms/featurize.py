@@ -11,6 +11,7 @@ import apache_beam as beam
 
 from transforms.elements import ClipOutcome, ClipSource, FeatureWindow
 from transforms.audio.fbank import FeatureConfig, WaveformTooShortError
+from transforms.io.job_failures import WatchedFile, is_machine_failure
 from transforms.progress import ProgressSettings
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.audio.windowing import SILENCE_PEAK, WindowedAudio
@@ -25,6 +26,8 @@ class DecodeAndFeaturize(beam.DoFn):
 
     A failure part-way through a file still leaves the windows emitted before it in flight;
     the ClipOutcome carries the error so the clip is reassembled as an error, not a label.
+    Errors of the machine or the store (transforms/io/job_failures.py: out of memory, storage
+    that failed after its retries) are raised instead: they say nothing about the input.
     """
 
     def __init__(self, features: FeatureConfig, storage_options: dict | None = None,
@@ -51,10 +54,11 @@ class DecodeAndFeaturize(beam.DoFn):
         if self._storage is None:   # process() called outside a runner
             self.setup()
         source = ClipSource.of(source)
-        clip, emitted = None, 0
+        clip, emitted, watched = None, 0, None
         try:
-            with self._storage.open_clip(source) as f, \
-                    WindowedAudio(f, self._features, self._hop_seconds, self._max_duration) as audio:
+            with self._storage.open_clip(source) as raw, \
+                    WindowedAudio(watched := WatchedFile(raw), self._features, self._hop_seconds,
+                                  self._max_duration) as audio:
                 header = audio.header
                 clip = source.clip_info(duration_seconds=header.duration_seconds,
                                         original_sample_rate=header.original_sample_rate,
@@ -65,7 +69,16 @@ class DecodeAndFeaturize(beam.DoFn):
                                         features=window.features)
                     emitted += 1
                     self._windows.inc()
-        except Exception as e:  # every failure becomes a row; the stage says where
+            if watched.failure is not None:   # swallowed by the decoder (see WatchedFile)
+                raise watched.failure
+        except Exception as e:
+            # Errors of the machine or the store fail the bundle (the runner retries it; if they
+            # persist the run fails), also when the decoder swallowed or wrapped them.
+            if watched is not None and watched.failure is not None:
+                raise watched.failure
+            if is_machine_failure(e):
+                raise
+            # Every failure of the input becomes a row; the stage says where.
             stage = "features" if isinstance(e, WaveformTooShortError) else "read"
             self._progress.add(errors=1, sources_done=int(source.shard_uri is None))
             yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(

@@ -21,7 +21,12 @@ run fails if it persists, instead of turning a night of inputs into error rows
 that balance the accounting: MemoryError and any "out of memory"/device error,
 RuntimeError (MindSpore's runtime raises it), OSError and SystemError, and a
 model that fails on every window of a batch when they are retried one by one
-(:class:`ModelFailure`).
+(:class:`ModelFailure`). A model that fails on every window fails the job whatever the batch
+size: windows the model rejected are counted across batches, and
+:data:`MAX_CONSECUTIVE_FAILED_WINDOWS` of them in a row, with no window scored in between,
+raise ModelFailure too (with ``--batch_size 1`` each batch holds one window, so the rule
+within a batch never applies). Windows refused before the model is called (wrong shape,
+NaN/Inf) do not count: they say nothing about the model.
 """
 from __future__ import annotations
 
@@ -47,6 +52,12 @@ _LOG = logging.getLogger(__name__)
 # Exceptions of the machine or the runtime, never of one input (see the module docstring).
 _JOB_FAILURE_TYPES = (MemoryError, RuntimeError, OSError, SystemError)
 _JOB_FAILURE_WORDS = ("out of memory", "memory allocation", "device")
+
+
+# Windows the model rejected in a row, across batches, with none scored in between, that make
+# the model (not the inputs) the suspect. Real inputs the model rejects one by one are rare
+# (their features were checked before the call); 16 in a row is a broken model or runtime.
+MAX_CONSECUTIVE_FAILED_WINDOWS = 16
 
 
 class ModelFailure(RuntimeError):
@@ -211,6 +222,7 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
         self._precision = precision
         self._storage_options = storage_options
         self._checkpoint_sha256 = dict(checkpoint_sha256) if checkpoint_sha256 else None
+        self._failure_streak = _FailureStreak()
 
     def load_model(self):
         started = time.perf_counter()
@@ -255,6 +267,9 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
                     raise ModelFailure(
                         f"the model failed on all {len(good)} windows of a batch, and on each one "
                         f"alone ({type(e).__name__}: {e}): a broken model or runtime, not bad inputs") from e
+                self._failure_streak.add(len(good) - len(failed), failed)
+            else:
+                self._failure_streak.add(len(good), [])
             first = True
             for i, out in zip(good, outputs):
                 if not isinstance(out, Exception):
@@ -263,6 +278,15 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
                 else:
                     results[i] = out
         return [PredictionResult(example=w, inference=r) for w, r in zip(batch, results)]
+
+    def __getstate__(self):   # the streak is per worker, not shipped with the pipeline
+        state = dict(self.__dict__)
+        state["_failure_streak"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._failure_streak = _FailureStreak()
 
     @staticmethod
     def _predict_one(model, features: np.ndarray):
@@ -277,6 +301,28 @@ class MindSporeASTModelHandler(ModelHandler[FeatureWindow, PredictionResult, Any
 
     def get_metrics_namespace(self) -> str:
         return "MindSporeAST"
+
+
+class _FailureStreak:
+    """Windows the model rejected in a row across this handler's batches (its threads share it)."""
+
+    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILED_WINDOWS):
+        self._limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, scored: int, failed: list[Exception]) -> None:
+        """One batch's outcome: ``scored`` windows scored, ``failed`` the model's errors."""
+        with self._lock:
+            if scored:
+                self._count = 0
+            self._count += len(failed)
+            count = self._count
+        if failed and count >= self._limit:
+            last = failed[-1]
+            raise ModelFailure(
+                f"the model failed on {count} windows in a row, across batches, scoring none "
+                f"({type(last).__name__}: {last}): a broken model or runtime, not bad inputs") from last
 
 
 def _scored(window: FeatureWindow, logits: np.ndarray, pooled: np.ndarray,

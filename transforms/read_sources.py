@@ -27,6 +27,7 @@ import os
 import apache_beam as beam
 
 from transforms.elements import ClipSource, InputError
+from transforms.io.names import record_name
 from transforms.io.incremental import (
     CLIPS_COLUMNS, PreviousLabelling, UnversionedSources, is_real_version, iter_parquet_rows, labelling_key,
     previous_entry)
@@ -48,6 +49,7 @@ SHARD_BLOCK_SIZE = 4 << 20
 
 
 def member_clip_id(shard_uri: str, member_name: str) -> str:
+    """``<shard uri>#<member name>``: both as recorded (``member_name`` from record_name)."""
     return f"{scrub_url(shard_uri)}#{member_name}"
 
 
@@ -146,7 +148,7 @@ class ReadSources(beam.DoFn):
         source, known = element if skipping else (element, None)
         known = known or PreviousLabelling()
         # Recorded with every clip, so that a later --skip_labelled run can tell what changed.
-        version = self._storage.version(source.uri)
+        version = self._storage.version(source.location)
         key = labelling_key(self._fingerprint, version)
         if skipping and version is not None and not is_real_version(version):
             # Neither ETag nor mtime: a same-size rewrite would look unchanged, so never skipped.
@@ -164,7 +166,7 @@ class ReadSources(beam.DoFn):
                 self._progress.add(skipped=1, sources_done=1)
                 yield _tally(SKIPPED, 1)
                 return
-            yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version)
+            yield ClipSource(clip_id=clip_id, source_uri=source.uri, source_version=version, raw=source.raw)
             return
         members = known.whole_shard(self._fingerprint, version)
         if members is not None:
@@ -178,12 +180,13 @@ class ReadSources(beam.DoFn):
             yield _tally(SHARDS_SKIPPED, 1)
             yield beam.pvalue.TaggedOutput(SHARDS, shard_record(source.uri, version, members, True))
             return
-        yield from self._read_shard(source.uri, known, version, key)
+        yield from self._read_shard(source, known, version, key)
 
-    def _read_shard(self, uri: str, known: PreviousLabelling, version: str | None, key):
+    def _read_shard(self, source, known: PreviousLabelling, version: str | None, key):
+        uri = source.uri   # as recorded; the shard is opened at its real location
         self._shards.inc()
         beam.metrics.Metrics.counter(WORKERS_NAMESPACE, f"shards_read_pid_{os.getpid()}").inc()
-        reader = ShardReader(uri, lambda: self._storage.open(uri, block_size=SHARD_BLOCK_SIZE),
+        reader = ShardReader(uri, lambda: self._storage.open(source.location, block_size=SHARD_BLOCK_SIZE),
                              policy=self._storage.policy, max_sample_bytes=self._max_sample_bytes)
         found = skipped = failed_whole = 0   # failed_whole: the shard's own error row (0 or 1)
         complete = False
@@ -192,17 +195,18 @@ class ReadSources(beam.DoFn):
                 found += 1
                 self._discovered.inc()
                 self._progress.add(discovered=1, errors=int(isinstance(item, MemberProblem)))
-                clip_id = member_clip_id(uri, item.member_name)
+                member = record_name(item.member_name)   # a name that is not UTF-8, escaped
+                clip_id = member_clip_id(uri, member)
                 if isinstance(item, MemberProblem):
                     yield beam.pvalue.TaggedOutput("errors", InputError(
-                        clip_id, "read", item.error_type, item.message, clip_id=clip_id,
-                        shard_uri=uri, member_name=item.member_name))
-                elif known.has(item.member_name, key):
+                        clip_id, "read", item.error_type, record_name(item.message), clip_id=clip_id,
+                        shard_uri=uri, member_name=member))
+                elif known.has(member, key):
                     self._skipped.inc()   # same shard content, labelled before: not again
                     skipped += 1
                 else:
                     yield ClipSource(clip_id=clip_id, source_uri=clip_id, shard_uri=scrub_url(uri),
-                                     member_name=item.member_name, meta=item.meta, data=item.data,
+                                     member_name=member, meta=item.meta, data=item.data,
                                      source_version=version)
             complete = True
         except ShardReadError as e:
@@ -210,7 +214,7 @@ class ReadSources(beam.DoFn):
             found += 1
             failed_whole = 1
             yield beam.pvalue.TaggedOutput("errors", InputError(
-                uri, "read", type(e.cause).__name__, str(e)[:2000], shard_uri=uri))
+                uri, "read", type(e.cause).__name__, record_name(str(e))[:2000], shard_uri=uri))
         else:
             if not found:
                 self._discovered.inc()

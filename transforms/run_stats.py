@@ -33,7 +33,8 @@ SEGMENT_ROWS, NUM_WINDOWS_TOTAL = "segment_rows", "num_windows_total"
 CLIP_IDS_DUPLICATED, SEGMENTS_MISMATCHED = "clip_ids_duplicated", "clips_segments_mismatched"
 # Keyed families: "<family>/<key>".
 ERRORS_BY_TYPE, TOP_LABELS, SHARDS_BY_WORKER = "errors_by_type", "top_labels", "shards_read_by_worker"
-_FAMILIES = (ERRORS_BY_TYPE, TOP_LABELS, SHARDS_BY_WORKER)
+FILES_PASSED_OVER = "files_passed_over"  # what directory scans left out, by extension or kind
+_FAMILIES = (ERRORS_BY_TYPE, TOP_LABELS, SHARDS_BY_WORKER, FILES_PASSED_OVER)
 MAX_EXAMPLES = 3
 
 

@@ -56,7 +56,8 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
     discovered = (
         p
         | "Inputs" >> beam.Create([request])
-        | "Discover" >> beam.ParDo(DiscoverSources(storage_options, progress)).with_outputs("errors", main="sources"))
+        | "Discover" >> beam.ParDo(DiscoverSources(storage_options, progress)).with_outputs(
+            "errors", TALLY, main="sources"))
     # Discovery runs on one worker; the reshuffle spreads files and shards over workers. Reading,
     # decoding, inference and scoring are then fused: each window goes on to batching as soon as
     # it is cut, so a worker holds about one batch of features at a time.
@@ -115,7 +116,7 @@ def build_pipeline(p: beam.Pipeline, opts, checkpoint: CheckpointInfo, attempt: 
         attempt.shard_stats_prefix, SHARD_STATS_SCHEMA, settings,
         file_name_suffix=".parquet")
     tallies = (
-        (clips[TALLY], scored[TALLY],
+        (discovered[TALLY], clips[TALLY], scored[TALLY],
          discovered.errors | "DiscoveryErrorTallies" >> count_as(DISCOVERED),
          discovered.sources | "SourceTallies" >> count_as(SOURCES))
         | "StageTallies" >> beam.Flatten())

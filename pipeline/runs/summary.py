@@ -149,6 +149,11 @@ class RunSummary:
         return self._count("members_ignored")
 
     @property
+    def files_passed_over(self) -> dict[str, int]:
+        """What directory scans left out (neither audio nor shards), by extension or kind."""
+        return dict(sorted(self.stats.get("files_passed_over", {}).items()))
+
+    @property
     def shards_by_worker(self) -> dict[int, int]:
         """Worker pid -> shards it read."""
         return {int(pid): n for pid, n in self.stats.get("shards_read_by_worker", {}).items()}
@@ -269,6 +274,9 @@ class RunSummary:
             lines.append(f"  tar shards read:   {self.shards_read} (by worker pid: " + ", ".join(
                 f"{pid}: {n}" for pid, n in sorted(self.shards_by_worker.items())) + ")")
             lines.append(f"  shard members ignored (not audio, not .json): {self.members_ignored}")
+        if self.files_passed_over:
+            lines.append("  files passed over (not audio, not shards): " + ", ".join(
+                f"{kind}: {n}" for kind, n in self.files_passed_over.items()))
         if self.labelled and self.top_labels():
             lines.append("  most frequent top label: " + ", ".join(
                 f"{label} ({n})" for label, n in self.top_labels()))

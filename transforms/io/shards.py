@@ -56,7 +56,15 @@ and resumes at the first member of the sample being read (to read its sidecar
 again), skipping the members already yielded; a permanent one (corrupt or
 truncated data) raises :class:`ShardReadError` saying after which member and
 at which offset reading stopped; what was yielded before stays yielded, and the
-held members of the sample being read (read in full) are yielded before it. A
+held members of the sample being read (read in full) are yielded before it. Errors of
+the machine are no error of the shard and are raised (transforms/io/job_failures.py): a
+transient error that persists past the retries (:class:`StorageUnavailable`), and MemoryError.
+
+Header data is bounded too: the extended headers of one member (GNU long names and links,
+pax records, the global pax records kept so far, GNU sparse maps) may hold at most
+``MAX_HEADER_BYTES`` (1 MiB); past it the shard ends with a :class:`TarHeaderTooLarge`
+shard error, raised before the claimed bytes are read (tarfile alone reads what a header
+claims in one piece: a 1 MB ``.tar.gz`` can claim a 1 GiB long name). A
 header cut short or failing its checksum after the first is such an error too
 (tarfile alone would end the archive there quietly), and so is a member whose
 header claims more data than the shard holds (found by reading, never by
@@ -71,12 +79,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from transforms.io.job_failures import StorageUnavailable, is_machine_failure
 from transforms.io.sources import is_audio_name
 from transforms.io.storage import DEFAULT_POLICY, RetryPolicy, is_transient
+from transforms.io.url_secrets import scrub_url
 
 MAX_MEMBER_BYTES = 1 << 30         # 1 GiB: a header may claim any size
 MAX_SAMPLE_BYTES = 256 << 20       # default --max_sample_bytes: audio held for one sample
 MAX_SIDECAR_BYTES = 1 << 20        # 1 MiB of JSON metadata per sample
+# Extended header data read for one member: GNU long names and links, pax records (the global
+# ones kept so far included), GNU sparse maps. Real ones are a few hundred bytes; tarfile reads
+# whatever size a header claims in one piece (a 1 MB .tar.gz can claim 1 GiB of zeros).
+MAX_HEADER_BYTES = 1 << 20
 _SKIP_CHUNK = 1 << 20              # members not read are skipped in reads of this size
 _GZIP_MAGIC = b"\x1f\x8b"
 # Compressions tarfile's "r|*" would also take. Their decompressors hand out all a block holds
@@ -119,15 +133,16 @@ class ShardReadError(Exception):
         self.shard_uri = shard_uri
         self.stats = stats
         self.cause = cause
-        if stats.members == 0 and stats.bytes_read == 0:
-            where = "could not open or read the shard"
-        elif stats.last_member is None:
-            where = (f"stopped before the first complete member, {stats.bytes_read} bytes into "
-                     f"the shard")
-        else:
-            where = (f"stopped after member {stats.last_member!r} (member {stats.members} read, "
-                     f"tar offset {stats.tar_offset}, {stats.bytes_read} bytes of the shard read)")
-        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+        super().__init__(f"{_where(stats)}: {type(cause).__name__}: {cause}")
+
+
+def _where(stats: ShardStats) -> str:
+    if stats.members == 0 and stats.bytes_read == 0:
+        return "could not open or read the shard"
+    if stats.last_member is None:
+        return f"stopped before the first complete member, {stats.bytes_read} bytes into the shard"
+    return (f"stopped after member {stats.last_member!r} (member {stats.members} read, "
+            f"tar offset {stats.tar_offset}, {stats.bytes_read} bytes of the shard read)")
 
 
 def webdataset_key(name: str) -> tuple[str, str]:
@@ -167,11 +182,56 @@ class _CountingReader:
         return data
 
 
+class TarHeaderTooLarge(tarfile.ReadError):
+    """A member's extended header data (long name or link, pax records, sparse map) is larger
+    than MAX_HEADER_BYTES: the shard is refused from there on, before the data is read."""
+
+
+# Header members that carry data for the member after them, and what to call them.
+_EXTENDED_HEADERS = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name header", tarfile.GNUTYPE_LONGLINK: "GNU long-link header",
+    tarfile.XHDTYPE: "pax extended header", tarfile.SOLARIS_XHDTYPE: "pax extended header",
+    tarfile.XGLTYPE: "pax global header", tarfile.GNUTYPE_SPARSE: "GNU sparse header",
+}
+
+
+class _HeaderBudget:
+    """The shard stream while one member's extended headers are read: reads that would take
+    the header bytes past the cap raise TarHeaderTooLarge before anything is read. tarfile reads
+    headers only through ``read`` and ``tell``."""
+
+    def __init__(self, raw, limit: int, what: str):
+        self.raw = raw
+        self.left = limit
+        self.what = what
+
+    def read(self, size: int) -> bytes:
+        if size > self.left:
+            raise TarHeaderTooLarge(
+                f"{self.what}: more than {MAX_HEADER_BYTES} bytes of extended header data for one "
+                f"member (the cap on long names, pax records and sparse maps)")
+        data = self.raw.read(size)
+        self.left -= len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def _global_pax_bytes(tar: tarfile.TarFile) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in tar.pax_headers.items())
+
+
 class _StrictTarInfo(tarfile.TarInfo):
     """tarfile takes a short or invalid header after the first one for the end of the archive, so
     a shard truncated or corrupted there would lose its remaining members without a word; here
     both are a ReadError. A zero block (the end-of-archive marker), or the data ending exactly
-    between two members, still ends the archive, as it does for tar."""
+    between two members, still ends the archive, as it does for tar.
+
+    Extended headers are bounded: tarfile reads the data a GNU long-name or pax header claims in
+    one piece, and keeps global pax records for the rest of the archive. Here what one member's
+    extended headers read, with the global records kept, is at most MAX_HEADER_BYTES; past it
+    a TarHeaderTooLarge, raised before the claimed bytes are read."""
 
     @classmethod
     def fromtarfile(cls, tarfile_):
@@ -179,6 +239,20 @@ class _StrictTarInfo(tarfile.TarInfo):
             return super().fromtarfile(tarfile_)
         except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as e:
             raise tarfile.ReadError(str(e)) from None
+
+    def _proc_member(self, tarfile_):
+        what = _EXTENDED_HEADERS.get(self.type)
+        if what is None or isinstance(tarfile_.fileobj, _HeaderBudget):
+            # A plain header, or one of a chain whose first member set up the budget.
+            return super()._proc_member(tarfile_)
+        what = f"{what} at tar offset {self.offset}" + (
+            "" if self.type == tarfile.GNUTYPE_SPARSE else f" claims {self.size} bytes")
+        tarfile_.fileobj = _HeaderBudget(tarfile_.fileobj, MAX_HEADER_BYTES - _global_pax_bytes(tarfile_),
+                                         what)
+        try:
+            return super()._proc_member(tarfile_)
+        finally:
+            tarfile_.fileobj = tarfile_.fileobj.raw
 
 
 def _open_tar(reader: _CountingReader) -> tarfile.TarFile:
@@ -256,18 +330,26 @@ class ShardReader:
             try:
                 raw = self._open()   # retried by the storage layer; a failure here is final
             except Exception as e:
+                if is_machine_failure(e):   # the store, not the shard: the job fails
+                    raise
                 raise ShardReadError(self.shard_uri, self.stats, e) from e
             try:
                 with raw:
                     yield from self._read(raw)
                 return
             except Exception as e:   # the stream broke: resume if it looks transient
-                failures += 1
-                if not is_transient(e) or failures >= self._policy.attempts:
+                if not is_transient(e):
+                    if is_machine_failure(e):   # out of memory: never a row of the shard
+                        raise
                     # Members read in full before the break keep their rows, those held for the
                     # last (perhaps incomplete) sample too; a resumed pass would read them again.
                     yield from self._release(self._sample)
                     raise ShardReadError(self.shard_uri, self.stats, e) from e
+                failures += 1
+                if failures >= self._policy.attempts:
+                    raise StorageUnavailable(
+                        f"{scrub_url(self.shard_uri)}: {_where(self.stats)}: the storage kept failing "
+                        f"({failures} attempts; {type(e).__name__}: {e})") from e
                 self.stats.resumed += 1
                 self._sleep(self._policy.delay(failures - 1))
 

@@ -21,16 +21,20 @@ Every URI is taken once per run, however many patterns or manifests name it.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
+import os
 import posixpath
 from collections.abc import Iterator
 
 from fsspec.utils import infer_compression
 
 from transforms.elements import DiscoveryRequest, InputError, SourceRef
-from transforms.io.storage import Storage, protocol_of
+from transforms.io.job_failures import is_machine_failure
+from transforms.io.names import raw_of, record_name
+from transforms.io.storage import LOCAL_PROTOCOLS, Storage, protocol_of
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -53,7 +57,9 @@ def is_shard(uri: str) -> bool:
 
 
 def source_for(uri: str) -> SourceRef:
-    return SourceRef(uri=uri, kind="shard" if is_shard(uri) else "file")
+    """The source at ``uri``; a name that is not UTF-8 is recorded escaped and its bytes kept
+    to open it by (transforms/io/names.py)."""
+    return SourceRef(uri=record_name(uri), kind="shard" if is_shard(uri) else "file", raw=raw_of(uri))
 
 
 def _is_glob(url: str, path: str) -> bool:
@@ -62,21 +68,111 @@ def _is_glob(url: str, path: str) -> bool:
     return bool(GLOB_CHARS & set(path))
 
 
-def expand_pattern(storage: Storage, pattern: str) -> list[SourceRef]:
-    """Sorted sources for one --input value ([] when it matches nothing)."""
+# What a scan passes over is counted by kind: a file by its extension (".txt", ".m4a"; "(none)"
+# without one), a device, FIFO or socket as SPECIAL, a link to a directory not walked (walked
+# already: a loop, or a tree reached another way) as DIRECTORY_LINK_WALKED.
+NO_EXTENSION, SPECIAL, DIRECTORY_LINK_WALKED = "(none)", "(special file)", "(link to a directory walked already)"
+OTHER_EXTENSIONS = "(other)"    # past MAX_PASSED_OVER_KINDS kinds, or an extension over 16 characters
+MAX_PASSED_OVER_KINDS = 64
+
+
+def extension_of(path: str) -> str:
+    """What a file passed over is counted as: its extension, lower-case, with the dot."""
+    base = _name(path)
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem:
+        return NO_EXTENSION
+    return record_name("." + ext) if len(ext) <= 16 else OTHER_EXTENSIONS
+
+
+class PassedOver(collections.Counter):
+    """Kinds of what scans passed over -> how many; bounded to MAX_PASSED_OVER_KINDS kinds."""
+
+    def add(self, kind: str) -> None:
+        if kind not in self and len(self) >= MAX_PASSED_OVER_KINDS:
+            kind = OTHER_EXTENSIONS
+        self[kind] += 1
+
+
+def _resolve(fs, path: str, info: dict, storage: Storage) -> dict:
+    """The entry a listing found, links followed: fsspec lists a local symlink as type "other"
+    (its own type, not its target's). A link whose target cannot be looked up (dangling, or a
+    loop of links) stays a file, so that one named like audio gets its error row when read."""
+    if info.get("type") != "other" or not info.get("islink"):
+        return info
+    try:
+        return storage.retry(lambda: fs.info(path), path)
+    except OSError as e:
+        if is_machine_failure(e):
+            raise
+        return dict(info, type="file")
+
+
+def _real(fs, path: str) -> str | None:
+    """The real path of a local directory (to walk each directory once), else None."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return os.path.realpath(path) if protocol in LOCAL_PROTOCOLS else None
+
+
+def _overlap(a: str, b: str) -> bool:
+    """One of two real directories holds the other (or they are one)."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
+def _walk(storage: Storage, fs, path: str, take, passed_over: PassedOver, walked: set[str]) -> list[str]:
+    """Every file under the directory ``path`` that ``take`` accepts, links to files and to
+    directories followed; each real directory is walked once (``walked``): a link to a directory
+    that holds or lies inside a tree walked already (a loop back up, a second way to one tree)
+    is passed over and counted, not walked again."""
+    found = storage.retry(lambda: fs.find(path, detail=True), path)
+    paths = []
+    for p, info in sorted(found.items()):
+        link = info.get("type") == "other" and info.get("islink")
+        kind = _resolve(fs, p, info, storage).get("type")
+        if kind == "directory":
+            if not link:      # find walks real directories itself (some stores list them too)
+                continue
+            real = _real(fs, p)
+            if real is not None and any(_overlap(real, w) for w in walked):
+                passed_over.add(DIRECTORY_LINK_WALKED)
+                continue
+            if real is not None:
+                walked.add(real)
+            paths += _walk(storage, fs, p, take, passed_over, walked)
+        elif kind != "file":
+            passed_over.add(SPECIAL)
+        elif take(p):
+            paths.append(p)
+        else:
+            passed_over.add(extension_of(p))
+    return paths
+
+
+def expand_pattern(storage: Storage, pattern: str, passed_over: PassedOver | None = None) -> list[SourceRef]:
+    """Sorted sources for one --input value ([] when it matches nothing). What a directory scan
+    leaves out (files that are neither audio nor shards, devices, links to directories walked
+    already) is counted in ``passed_over``, by kind."""
+    passed_over = PassedOver() if passed_over is None else passed_over
     fs, path = storage.fs_and_path(pattern)
     if _is_glob(pattern, path):
         found = storage.retry(lambda: fs.glob(path, detail=True), pattern)
-        paths = [p for p, info in found.items() if info.get("type") == "file"]
+        paths = []
+        for p, info in found.items():
+            kind = _resolve(fs, p, info, storage).get("type")
+            if kind == "file":         # every file it matches: the user chose them
+                paths.append(p)
+            elif kind != "directory":  # directories a glob matches are not descended
+                passed_over.add(SPECIAL)
     elif storage.retry(lambda: fs.isdir(path), pattern):
-        found = storage.retry(lambda: fs.find(path, detail=True), pattern)
-        paths = [p for p, info in found.items()
-                 if info.get("type") == "file" and (is_audio_name(p) or is_shard(p))]
+        real = _real(fs, path)
+        paths = _walk(storage, fs, path, lambda p: is_audio_name(p) or is_shard(p), passed_over,
+                      {real} if real else set())
     elif storage.retry(lambda: fs.exists(path), pattern):
         paths = [path]
     else:
         paths = []
-    return [source_for(storage.unstrip(fs, p)) for p in sorted(paths)]
+    return [source_for(storage.unstrip(fs, p)) for p in sorted(set(paths))]
 
 
 # ---------------------------------------------------------------- manifests
@@ -176,6 +272,7 @@ class Discovery:
         self._storage = storage
         self._request = request
         self.duplicates = 0
+        self.passed_over = PassedOver()   # what directory scans left out, by kind
         self._seen: set[str] = set()
 
     def _new(self, uri: str) -> bool:
@@ -188,15 +285,17 @@ class Discovery:
     def __iter__(self) -> Iterator[SourceRef | InputError]:
         for pattern in self._request.inputs:
             try:
-                sources = expand_pattern(self._storage, pattern)
+                sources = expand_pattern(self._storage, pattern, self.passed_over)
             except Exception as e:
+                if is_machine_failure(e):   # the store is down, not the pattern wrong: raised
+                    raise
                 yield InputError.from_exception(pattern, "discover", e)
                 continue
             if not sources:
                 yield InputError(pattern, "discover", "NoFilesMatched",
                                  f"no audio files or shards match {pattern!r}")
             for source in sources:
-                if self._new(source.uri):
+                if self._new(source.location):   # the real name: escaped ones never merge
                     yield source
         for manifest in self._request.manifests:
             entries = 0
@@ -214,6 +313,8 @@ class Discovery:
                     if self._new(uri):
                         yield source_for(uri)
             except Exception as e:
+                if is_machine_failure(e):
+                    raise
                 error = InputError.from_exception(manifest, "manifest", e)
                 if entries:
                     error = InputError(manifest, "manifest", error.error_type,

@@ -52,7 +52,12 @@ SECRET_KEYS = frozenset({
     "account_key", "sas_token", "connection_string", "client_secret", "credential",
     "credentials", "access_key", "secret_key", "authorization", "api_key", "private_key",
 })
-SECRET_MARKERS = ("secret", "password", "token", "credential")
+# Any name containing one of these (case-insensitive) is a credential too: HTTP headers such as
+# Authorization, Proxy-Authorization, Cookie, X-Api-Key, X-Auth-Token, X-Session-Id, and
+# options such as account_key or session_token. A harmless option caught by them loses nothing:
+# it still reaches the filesystems, only by the secrets' way (SECRETS_ENV), never the logs.
+SECRET_MARKERS = ("secret", "password", "passwd", "token", "credential", "key", "session", "auth",
+                  "cookie")
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -60,7 +65,8 @@ _PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotA
 # Errnos that clients (s3fs maps S3 error codes to them) use for requests that cannot succeed.
 _PERMANENT_ERRNOS = frozenset({
     errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOENT, errno.EEXIST, errno.EISDIR,
-    errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EMSGSIZE, errno.EROFS, errno.ENOSPC})
+    errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EMSGSIZE, errno.EROFS, errno.ENOSPC,
+    errno.ELOOP, errno.ENXIO, errno.ENODEV})   # a symlink loop, a device or FIFO: never readable
 # Network failures that some clients (botocore, aiohttp) raise outside the OSError tree.
 _TRANSIENT_NAMES = frozenset({
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
@@ -139,7 +145,8 @@ def parse_storage_options(text: str | None) -> dict:
     return value
 
 
-def _is_secret_name(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """Whether an option or header of this name holds a credential (see SECRET_MARKERS)."""
     low = name.lower()
     return low in SECRET_KEYS or any(m in low for m in SECRET_MARKERS)
 
@@ -148,7 +155,7 @@ def split_secrets(options: dict) -> tuple[dict, dict]:
     """(public, secret): credentials, at any depth, moved to the second dict."""
     public, secret = {}, {}
     for name, value in options.items():
-        if _is_secret_name(str(name)):
+        if is_secret_name(str(name)):
             secret[name] = value
         elif isinstance(value, dict):
             pub, sec = split_secrets(value)
@@ -372,5 +379,5 @@ class Storage:
         if source.data is not None:
             yield io.BytesIO(source.data)
             return
-        with self.open(source.source_uri) as f:
+        with self.open(source.location) as f:
             yield f

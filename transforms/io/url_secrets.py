@@ -10,13 +10,19 @@ stable when the same object is presigned again the next night.
 
 Only ``http(s)://`` URLs are touched: elsewhere (``s3://b/what?.wav``, local paths) a ``?``
 is part of the name, not a query.
+
+User-info (``https://alice:PASSW0RD@host/a.wav``, ``sftp://user:pw@host/x``, ``https://TOKEN@host``)
+is a credential too, in a URL of any scheme: it is dropped, user name and all, so the URL is
+recorded as ``https://host/a.wav`` (a clip id that does not change when the password does).
+Only the authority is looked at (between ``://`` and the next ``/``, ``?`` or ``#``), so an ``@``
+in a path or member name (``s3://b/me@home.wav``) is kept.
 """
 from __future__ import annotations
 
 import re
 from urllib.parse import unquote
 
-__all__ = ["is_secret_parameter", "scrub_url", "scrub_text"]
+__all__ = ["is_secret_parameter", "scrub_url", "scrub_text", "scrub_recorded"]
 
 # Parameter names (case-insensitive) that carry or describe a credential: AWS SigV4/SigV2
 # (X-Amz-*, Signature, AWSAccessKeyId), Google (X-Goog-*, GoogleAccessId), Azure SAS (sig),
@@ -26,6 +32,9 @@ _SECRET_PARAMETER = re.compile(
     re.IGNORECASE)
 # An http(s) URL inside free text; stops at whitespace, quotes and angle brackets.
 _HTTP_URL = re.compile(r"https?://[^\s'\"<>`]+", re.IGNORECASE)
+# The user-info of a URL of any scheme: "scheme://" then anything up to an "@" that comes before
+# the end of the authority (the first "/", "?", "#", whitespace or quote).
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.\-]*://)[^/?#@\s'\"<>`]*@", re.IGNORECASE)
 
 
 def is_secret_parameter(name: str) -> bool:
@@ -42,10 +51,26 @@ def _scrub_one(url: str) -> str:
 
 
 def scrub_text(text: str) -> str:
-    """``text`` with the credential parameters of every http(s) URL in it removed."""
-    if not text or "?" not in text:
+    """``text`` with the user-info of every URL and the credential parameters of every http(s)
+    URL in it removed."""
+    if not text:
+        return text
+    if "@" in text:
+        text = _USERINFO.sub(r"\1", text)
+    if "?" not in text:
         return text
     return _HTTP_URL.sub(lambda m: _scrub_one(m.group(0)), text)
+
+
+def scrub_recorded(value):
+    """A copy of a JSON-like value (a manifest) with every string in it scrubbed."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub_recorded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_recorded(v) for v in value]
+    return value
 
 
 def scrub_url(url: str | None) -> str | None:
