@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",
     "pyarrow>=14",
     "soundfile>=0.12",
+    # Formats libsndfile cannot read (AAC/M4A, MP4/MOV/MKV/WebM sound tracks, WMA, AMR): PyAV ships
+    # FFmpeg inside its wheel, so workers need no system FFmpeg (transforms/audio/ffmpeg_reader.py).
+    "av>=14",
     "soxr>=0.3.7",
     "fsspec>=2023.6",
     "safetensors>=0.4",
