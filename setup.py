@@ -22,6 +22,10 @@ INSTALL_REQUIRES = [
     "soxr>=0.3.7",
     "fsspec>=2023.6",
     "safetensors>=0.4",
+    # --model ORG/NAME: the launcher and the workers resolve Hugging Face model ids into the
+    # machine's hub cache with the hub's own client (revisions, offline mode, tokens, mirrors);
+    # <1.0 because transformers 4.57 (the mindnlp extra) requires it.
+    "huggingface_hub>=0.34,<1.0",
     # Object storage. s3fs reads inputs/manifests and reads the tables back (fsspec "s3://");
     # boto3 is what Beam's own S3 filesystem (apache_beam.io.aws) needs to write the tables.
     # s3fs 2025.9.0 -> aiobotocore 2.26 pins botocore <1.41.6, and each boto3 release pins

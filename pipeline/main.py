@@ -24,7 +24,8 @@ from pipeline.runs.publish import (  # noqa: E402
     check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
     retire_other_attempts, unpromote, write_manifest)
 from pipeline.runs.summary import NothingDiscoveredError, RunSummary  # noqa: E402
-from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.io.checkpoint import CheckpointError  # noqa: E402
+from transforms.io.hub_models import inspect_model  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
 from transforms.io.url_secrets import scrub_text, scrub_url  # noqa: E402
@@ -48,7 +49,7 @@ def validate(opts: LabelAudioOptions) -> None:
     if not opts.output:
         raise UsageError("--output is required (a directory or URL)")
     if not opts.model:
-        raise UsageError("--model is required (an AST checkpoint directory)")
+        raise UsageError("--model is required (an AST checkpoint directory or a Hugging Face model id)")
     if opts.device == "cpu" and opts.precision != "fp32":
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.emit_embeddings == "float16":
@@ -146,7 +147,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
     with storage.environment():
         try:
             check_writable(opts.output, storage.fsspec_options())
-            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
+            checkpoint = inspect_model(opts.model, storage.fsspec_options())
         except (CheckpointError, PermissionError) as e:
             raise UsageError(str(e)) from e
         catalog = _open_iceberg_catalog(opts) if opts.iceberg_catalog else None
@@ -263,7 +264,8 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "counts": summary.counts(),
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
-                  "backend": opts.backend, "device": opts.device, "precision": opts.precision},
+                  "backend": opts.backend, "device": opts.device, "precision": opts.precision,
+                  **({"hub": checkpoint.hub} if checkpoint.hub else {})},
         "features": dataclasses.asdict(checkpoint.features),
         "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
                      "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds,
