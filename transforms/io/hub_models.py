@@ -201,7 +201,12 @@ def inspect_model(value: str, storage_options: dict | None = None) -> Checkpoint
     model = parse_hub_model(value)
     if model is None:
         return inspect_checkpoint(value, storage_options)
-    return inspect_hub_model(model)
+    try:
+        return inspect_hub_model(model)
+    except HubModelError as e:
+        if value.startswith(HUB_SCHEME):
+            raise
+        raise HubModelError(f"{e}; nor is {value} a local checkpoint directory") from e
 
 
 def fetch_hub_snapshot(uri: str) -> str:
