@@ -394,8 +394,14 @@ def evaluate(clips: pa.Table, truth: Truth, mode: str | None = None, label_map: 
     # Truth classes the model (or the map) cannot produce still count: their scores are 0.
     extra = [c for c in dict.fromkeys(n for names in truth.labels.values() for n in names) if c not in classes]
     if extra:
-        notes.append(f"{len(extra)} ground-truth class(es) are not in the {'map targets' if label_map else 'model classes'}"
-                     f" and can never be predicted: {extra[:20]}")
+        if label_map is not None or model_labels is not None or (preds.from_scores_column and preds.names_complete):
+            notes.append(f"{len(extra)} ground-truth class(es) are not in the "
+                         f"{'map targets' if label_map else 'model classes'} and can never be predicted: {extra[:20]}")
+        else:
+            # Without --model (or a scores column, one score per class) the classes known are those
+            # the table names: a class that never made a top-k is unknown here, not impossible.
+            notes.append(f"{len(extra)} ground-truth class(es) appear in no clip's labels (they score 0 here; "
+                         f"whether the checkpoint has them is unknown without --model): {extra[:20]}")
         classes = classes + extra
         target_scores = np.hstack([target_scores, np.zeros((len(keys), len(extra)))])
     column = {c: j for j, c in enumerate(classes)}

@@ -6,6 +6,7 @@ import datetime
 import logging
 import secrets
 import sys
+import time
 
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 
@@ -192,17 +193,21 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                                   finished_shard_stats_files(opts.skip_labelled, run_id, so))
                                  if opts.skip_labelled else ([], []))
     reset_process_progress()
+    clock = StageClock()
     p = beam.Pipeline(options=options)
     # Everything that changes a row, hashed once: on every row, in the manifest, and what
     # --skip_labelled matches earlier rows on.
     fingerprint, fingerprint_inputs = run_fingerprint(opts, checkpoint, selection)
     build_pipeline(p, opts, checkpoint, attempt, selection, storage.public, tuple(previous),
                    tuple(previous_shards), fingerprint=fingerprint)
+    clock.lap("prepare")
     result = run_job(p)
     if result_view is not None:
         result = result_view(result)
+    clock.lap("job")
     summary = summarise_run(attempt, so, opts.allow_empty)
     summary.read_scope = storage.environment
+    summary.incremental = bool(opts.skip_labelled)
     if summary.sources:
         # A run that found no audio at all is --allow_empty's to judge (its only rows are
         # patterns that matched nothing), not the error budget's.
@@ -211,6 +216,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     summary.seconds = (finished - started).total_seconds()
     manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
     manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
+    clock.lap("accounting")
     lease.check()
     files = promote(attempt, so)
     manifest.update(attempt=attempt.attempt_id, files=files,
@@ -229,6 +235,9 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
             raise
         manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
                                "snapshots": snapshots}
+    clock.lap("publish")
+    # Where the run's time went, by the launcher's clock (the report's throughput chart).
+    manifest["timings"]["stages"] = clock.stages
     write_manifest(opts.output, run_id, manifest, so)
     summary.published = True
     try:
@@ -237,6 +246,19 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
         _LOG.error("run %s: published, but removing earlier attempts failed (%s: %s)", run_id,
                    type(e).__name__, e)
     return summary
+
+
+class StageClock:
+    """Seconds each stage of an attempt took, lap by lap (the manifest's ``timings.stages``)."""
+
+    def __init__(self):
+        self._last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self._last, 3)
+        self._last = now
 
 
 def summarise_run(attempt: Attempt, storage_options: dict | None = None,
@@ -278,7 +300,10 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,
-                    "clips_per_second": summary.labelled / seconds if seconds > 0 else None},
+                    "clips_per_second": summary.labelled / seconds if seconds > 0 else None,
+                    "audio_seconds_per_second": summary.audio_seconds / seconds if seconds > 0 else None,
+                    "windows_per_second": summary.windows_scored / seconds if seconds > 0 else None},
+        "figures": summary.figures(),
         "tables": {"clips": summary.labelled, "errors": summary.errored,
                    "segments": summary.segment_rows},
     }
