@@ -268,7 +268,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 padding:0 1em;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee}
-.note{color:#666;font-style:italic}.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c36a}code{background:#f4f4f4;padding:0 .2em}
+td:first-child{white-space:nowrap}.note{color:#666;font-style:italic}.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c36a}code{background:#f4f4f4;padding:0 .2em}
 """
 
 
@@ -312,11 +312,12 @@ def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | N
             rows.append(["audio labelled", f"{durations.sum():.1f} s (median clip {np.median(durations):.2f} s)"])
         per_clip = [len(x or []) for x in clips.column("labels").to_pylist()]
         settings = (manifest or {}).get("settings") or {}
-        selection = ", ".join(f"--{k} {settings[k]}" for k in ("threshold", "class_thresholds", "top_k")
+        selection = ", ".join(f"--{k} {settings[k]}" for k in ("threshold", "class_thresholds")
                               if settings.get(k) is not None)
+        bare = per_clip.count(0)
         rows.append(["labels per clip", f"mean {np.mean(per_clip):.2f}"])
-        rows.append(["clips that kept no label", f"{per_clip.count(0)} of {len(per_clip)}"
-                     + (f" (no label passed the selection: {selection})" if selection else "")])
+        rows.append(["clips that kept no label", f"{bare} of {len(per_clip)}"
+                     + (f" (no label passed {selection})" if bare and selection else "")])
     if timings is not None and timings["wall_seconds"] is not None:
         rows.append(["wall time", f"{timings['wall_seconds']:.1f} s (from {timings['file']})"])
         rates = run_rates(timings, manifest, clips)
@@ -366,8 +367,6 @@ def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table
              "by pipeline.report. Charts are embedded; the same PNG files sit beside this page.</p>",
              "<h2>Summary</h2>", _table(None, _summary_rows(run, clips, errors, timings, source, manifest)),
              *(f"<p class='note'>{html.escape(n)}</p>" for n in notes)]
-    if manifest:
-        parts += ["<h2 id='options'>Options and inputs</h2>", _table(None, _options_rows(manifest))]
     if not finished:
         parts.insert(3, f"<p class='warning'><b>Warning:</b> this run directory has no {MANIFEST_FILE}: the run may "
                         "not have finished (or was written before runs ended with a manifest), so its tables may be "
@@ -394,6 +393,9 @@ def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table
                 examples.setdefault(key, (row["source_uri"], (row["message"] or "")[:300]))
             parts.append(_table(["stage", "error type", "inputs", "example input", "example message"],
                                 [[s, t, n, *examples[(s, t)]] for (s, t), n in counter.most_common()]))
+    options = _options_rows(manifest) if manifest else []
+    if options:
+        parts += ["<h2 id='options'>Options and inputs</h2>", _table(None, options)]
     parts.append("</body></html>")
     return "\n".join(parts)
 

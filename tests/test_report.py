@@ -203,7 +203,7 @@ def test_the_report_shows_the_runs_counts_options_and_inputs(tmp_path):
     for row in ("inputs discovered</td><td>29", "clips labelled</td><td>50",
                 "inputs not labelled (errors)</td><td>6",
                 "clips skipped (labelled the same way by an earlier run)</td><td>22 (2 whole tar shard(s) not read)",
-                "clips that kept no label</td><td>3 of 50 (no label passed the selection: --threshold 0.5, --top_k 5)",
+                "clips that kept no label</td><td>3 of 50 (no label passed --threshold 0.5)",
                 "throughput</td><td>1.25 clips/s over 40.0 s; 12.5 s of audio per second; 3.00 windows/s"):
         assert f"<td>{row}</td>" in summary_table, row
     options = page.split("<h2 id='options'>Options and inputs</h2>", 1)[1].split("</table>", 1)[0]
