@@ -2,6 +2,7 @@
 standing in for the hub (HF_ENDPOINT); never the internet. The rows equal those of the same
 checkpoint given as a directory."""
 import json
+import logging
 import os
 import re
 import socket
@@ -151,7 +152,8 @@ def label(audio_folder, model, out, run_id):
 
 @pytest.mark.slow
 def test_a_hub_model_labels_as_the_same_checkpoint_given_as_a_directory(audio_folder, tiny_checkpoint, hub,
-                                                                       hub_env, tmp_path):
+                                                                       hub_env, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     by_dir = label(audio_folder, tiny_checkpoint, str(tmp_path / "dir"), "dir")
     hub_env.setenv("HF_TOKEN", TOKEN)
     commit = hub.repos[REPO].refs["v1"]
@@ -171,3 +173,5 @@ def test_a_hub_model_labels_as_the_same_checkpoint_given_as_a_directory(audio_fo
     for root, _, names in os.walk(out):
         for name in names:
             assert TOKEN.encode() not in open(os.path.join(root, name), "rb").read(), name
+    assert f"hf://{REPO}@{commit}" in caplog.text and TOKEN not in caplog.text
+    assert {auth for _, _, auth in hub.requests} == {f"Bearer {TOKEN}"}      # it went to the hub only
