@@ -68,7 +68,7 @@ def test_what_names_a_hub_model(tmp_path, monkeypatch):
         parse_hub_model("hf://just-a-name")
 
 
-def test_a_revision_resolves_to_its_commit_and_only_safetensors_files_are_fetched(hub, hub_env):
+def test_a_revision_resolves_to_its_commit_and_only_safetensors_files_are_fetched(hub, hub_env, tmp_path):
     hub_env.setenv("HF_TOKEN", TOKEN)
     info = inspect_model(f"{REPO}@v1")
     commit = hub.repos[REPO].refs["v1"]
@@ -79,6 +79,16 @@ def test_a_revision_resolves_to_its_commit_and_only_safetensors_files_are_fetche
     assert {auth for _, _, auth in hub.requests} == {f"Bearer {TOKEN}"}
     snapshot = os.path.join(os.environ["HF_HOME"], "hub", "models--testorg--tiny-ast", "snapshots", commit)
     assert set(os.listdir(snapshot)) == LOADED
+    # A worker on this machine finds the pinned commit in the cache: it asks the hub nothing.
+    asked = len(hub.requests)
+    assert fetch_checkpoint(info.uri, None, info.file_sha256) == snapshot
+    assert len(hub.requests) == asked
+    # A worker on another machine (an empty cache) downloads that very commit, even if main moved.
+    hub.repos[REPO].add_commit({"config.json": b"{}"}, "main")
+    hub_env.setenv("HF_HOME", str(tmp_path / "worker_hf_home"))
+    folder = fetch_checkpoint(info.uri, None, info.file_sha256)
+    assert folder.startswith(str(tmp_path / "worker_hf_home")) and folder.endswith(commit)
+    assert {p.rsplit("/", 1)[-1] for m, p, _ in hub.requests[asked:] if m == "GET" and "/resolve/" in p} == LOADED
 
 
 def test_hub_failures_name_the_model_and_the_reason(hub, hub_env):

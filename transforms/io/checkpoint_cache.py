@@ -127,7 +127,7 @@ def fetch_checkpoint(uri: str, storage_options: dict | None = None,
     taken as they are. A pinned hub model (``hf://ORG/NAME@<sha>``) comes from this machine's
     Hugging Face cache (transforms/io/hub_models.py) and is verified there."""
     if uri.startswith(HUB_SCHEME):
-        folder = fetch_hub_snapshot(uri)
+        folder = fetch_hub_snapshot(uri, sorted(expected or ()))
         if expected:
             verify_files(folder, expected, uri)
         return folder

@@ -142,15 +142,15 @@ def _quiet_tqdm():
     return Quiet
 
 
-def download_snapshot(model: HubModel, progress: bool = False) -> tuple[str, str]:
+def download_snapshot(model: HubModel, progress: bool = False, local_only: bool = False) -> tuple[str, str]:
     """(local snapshot folder, commit sha) of ``model``'s checkpoint files, in this machine's
-    Hugging Face cache: downloaded where missing, from the cache alone when offline.
-    ``progress``: huggingface_hub's download bars on stderr."""
+    Hugging Face cache: downloaded where missing, from the cache alone when offline (or
+    ``local_only``). ``progress``: huggingface_hub's download bars on stderr."""
     from huggingface_hub import snapshot_download
 
     try:
         folder = snapshot_download(model.repo_id, revision=model.revision, allow_patterns=list(HUB_FILES),
-                                   cache_dir=hub_cache_dir(), local_files_only=hub_offline(),
+                                   cache_dir=hub_cache_dir(), local_files_only=local_only or hub_offline(),
                                    endpoint=_hub_endpoint(), tqdm_class=None if progress else _quiet_tqdm())
     except Exception as e:   # huggingface_hub's errors, requests' connection errors
         raise _explain(model, e) from e
@@ -209,11 +209,20 @@ def inspect_model(value: str, storage_options: dict | None = None) -> Checkpoint
         raise HubModelError(f"{e}; nor is {value} a local checkpoint directory") from e
 
 
-def fetch_hub_snapshot(uri: str) -> str:
+def fetch_hub_snapshot(uri: str, names: list[str] | tuple[str, ...] = ()) -> str:
     """A worker's local folder of the pinned hub model ``uri`` (``hf://ORG/NAME@<sha>``), from this
-    machine's Hugging Face cache, downloaded on a miss. The caller verifies the digests."""
+    machine's Hugging Face cache, downloaded on a miss. A cached commit that holds every file in
+    ``names`` is used without asking the hub (a commit never changes; the caller verifies the
+    digests)."""
     model = parse_hub_model(uri)
     if model is None or not model.pinned:
         raise HubModelError(f"{uri}: workers load hub models pinned to a commit (hf://ORG/NAME@<sha>)")
+    if names:
+        try:
+            folder, _ = download_snapshot(model, local_only=True)
+            if all(os.path.isfile(os.path.join(folder, n)) for n in names):
+                return folder
+        except HubModelError:
+            pass   # not cached yet
     folder, _ = download_snapshot(model)
     return folder
