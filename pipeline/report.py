@@ -10,10 +10,12 @@ mailed or attached on its own) and the same charts as ``<out>/*.png``. ``--out``
 
 Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, windows per clip
 (from a ``num_windows`` clips column, else from a ``windows`` or ``segments`` table with a
-``clip_id`` column; skipped with a note when neither exists) and throughput (needs a timing file in
-the run directory, normally the ``_MANIFEST.json`` a finished run ends with; see
-pipeline/runs/timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
-is reported all the same, with a warning that the run may not have finished.
+``clip_id`` column; skipped with a note when neither exists) and throughput (the run's own clock:
+the wall time and the launcher's stages in a timing file in the run directory, normally the
+``_MANIFEST.json`` a finished run ends with; see pipeline/runs/timings.py; skipped with a note
+otherwise). The summary gives the manifest's counts (discovered, labelled, errored, skipped) where
+there is one, and the page ends with the run's options and inputs. A run directory without
+``_MANIFEST.json`` is reported all the same, with a warning that the run may not have finished.
 
 From the Iceberg tables runs were committed to (``--iceberg_catalog``; ``--output`` names the local
 output root of an unconfigured, embedded catalog, as for run_pipeline.py): run ``--run_id``'s rows,
