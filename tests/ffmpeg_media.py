@@ -48,6 +48,9 @@ def write_media(folder: str) -> dict[str, str]:
     mp4       a small video track and an AAC sound track
     webm      Opus in WebM
     mkv       Vorbis in Matroska
+    wma       WMA 2 in ASF
+    amr       AMR-NB (8 kHz mono), raw AMR file: written with PyAV's FFmpeg, whose wheel has the
+              AMR encoder Debian's ffmpeg lacks
     m4a_cut   AAC in MP4 with the moov box first (faststart), cut after half its bytes
     mp4_broken  the mp4 above cut after half its bytes: its moov box (the index) is lost
     """
@@ -55,12 +58,15 @@ def write_media(folder: str) -> dict[str, str]:
     src = source_wav(os.path.join(folder, "source.wav.src"))
     out = {k: os.path.join(folder, name) for k, name in {
         "m4a": "speech.m4a", "mp4": "clip.mp4", "webm": "talk.webm", "mkv": "tune.mkv",
-        "m4a_cut": "upload_cut.m4a", "mp4_broken": "broken.mp4"}.items()}
+        "wma": "voicemail.wma", "amr": "phone.amr", "m4a_cut": "upload_cut.m4a",
+        "mp4_broken": "broken.mp4"}.items()}
     ffmpeg("-f", "wav", "-i", src, "-c:a", "aac", "-b:a", "128k", out["m4a"])
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=4", "-f", "wav", "-i", src,
            "-c:v", "mpeg4", "-c:a", "aac", "-shortest", out["mp4"])
     ffmpeg("-f", "wav", "-i", src, "-c:a", "libopus", "-b:a", "64k", out["webm"])
     ffmpeg("-f", "wav", "-i", src, "-c:a", "libvorbis", out["mkv"])
+    ffmpeg("-f", "wav", "-i", src, "-c:a", "wmav2", out["wma"])
+    write_amr(src, out["amr"])
     faststart = os.path.join(folder, "faststart.m4a.src")
     ffmpeg("-f", "wav", "-i", src, "-c:a", "aac", "-movflags", "+faststart", "-f", "mp4", faststart)
     for whole, cut in ((faststart, out["m4a_cut"]), (out["mp4"], out["mp4_broken"])):
@@ -69,6 +75,26 @@ def write_media(folder: str) -> dict[str, str]:
             f.write(data[: len(data) // 2])
     os.remove(faststart)
     os.remove(src)
+    return out
+
+
+def write_amr(wav: str, out: str) -> str:
+    """``wav`` as AMR-NB (12.2 kbit/s, 8 kHz mono) in the raw .amr format, encoded with PyAV."""
+    import av
+
+    samples, rate = soundfile.read(wav, dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    with av.open(out, "w", format="amr") as container:
+        stream = container.add_stream("libopencore_amrnb", rate=8000, layout="mono")
+        stream.bit_rate = 12200
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
+        frame = av.AudioFrame.from_ndarray(mono[None, :].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return out
 
 

@@ -1,5 +1,5 @@
-"""Formats beyond libsndfile (AAC/M4A, MP4 and WebM sound tracks, Matroska), decoded with PyAV's
-FFmpeg, chosen by content; test media made by the ffmpeg command-line tool."""
+"""Formats beyond libsndfile (AAC/M4A, MP4 and WebM sound tracks, Matroska, WMA, AMR), decoded with
+PyAV's FFmpeg, chosen by content; test media made by the ffmpeg command-line tool."""
 import io
 import os
 
@@ -43,6 +43,20 @@ def test_sound_tracks_decode_with_their_declared_duration(media, kind, rate):
     # Encoders pad to whole codec frames: a few ms more (never less) than the source's 4 s.
     assert 4.0 - 0.005 <= audio.decoded_seconds <= 4.03 and not audio.truncated
     assert len(features) == 1 and np.isfinite(features[0]).all()
+
+
+def test_wma_and_amr(media):
+    wma, features = windows(media["wma"])
+    # ASF declares its duration in ms with the encoder's delay: 4.04 s for 4 s of audio, which
+    # decodes to about one WMA frame (2048 samples) less than that: within the slack, not truncated.
+    assert (wma.decoder, wma.header.original_sample_rate, wma.header.channels) == ("ffmpeg", 44100, 2)
+    assert wma.declared_duration_seconds == pytest.approx(4.04, abs=0.01)
+    assert wma.decoded_seconds == pytest.approx(4.0, abs=0.01) and not wma.truncated and len(features) == 1
+    amr, features = windows(media["amr"])
+    # A raw AMR stream declares no length: what was decoded is its duration, never truncated.
+    assert (amr.decoder, amr.header.original_sample_rate, amr.header.channels) == ("ffmpeg", 8000, 1)
+    assert not amr.header.length_claimed and amr.declared_duration_seconds == amr.decoded_seconds
+    assert amr.decoded_seconds == pytest.approx(4.0, abs=0.03) and not amr.truncated and len(features) == 1
 
 
 def test_an_m4a_cut_short_is_decoded_up_to_the_cut_and_flagged(media):
@@ -115,8 +129,8 @@ def test_the_pipeline_labels_them_from_a_folder_and_a_shard_with_one_error_row(m
     summary = run(["--input", folder, "--output", str(tmp_path / "out"), "--model", tiny_checkpoint,
                    "--batch_size", "4", "--run_id", "ffmpeg", "--max_error_fraction", "1.0"])
     clips = {os.path.relpath(r["clip_id"], folder): r for r in summary.clips.to_pylist()}
-    assert set(clips) == {"speech.m4a", "clip.mp4", "talk.webm", "tune.mkv", "upload_cut.m4a",
-                          "shard-000.tar#s1.m4a", "shard-000.tar#s2.webm"}
+    assert set(clips) == {"speech.m4a", "clip.mp4", "talk.webm", "tune.mkv", "voicemail.wma", "phone.amr",
+                          "upload_cut.m4a", "shard-000.tar#s1.m4a", "shard-000.tar#s2.webm"}
     for name, row in clips.items():
         assert row["labels"] and row["num_windows"] == 1, name
         assert row["truncated"] == (name == "upload_cut.m4a"), name
@@ -124,4 +138,4 @@ def test_the_pipeline_labels_them_from_a_folder_and_a_shard_with_one_error_row(m
     errors = summary.errors.to_pylist()
     assert [(os.path.basename(e["source_uri"]), e["stage"], e["error_type"]) for e in errors] == [
         ("broken.mp4", "decode", "AudioDecodeError")]
-    assert summary.discovered == 8 and summary.labelled == 7 and summary.errored == 1
+    assert summary.discovered == 10 and summary.labelled == 9 and summary.errored == 1
