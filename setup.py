@@ -16,9 +16,16 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",
     "pyarrow>=14",
     "soundfile>=0.12",
+    # Formats libsndfile cannot read (AAC/M4A, MP4/MOV/MKV/WebM sound tracks, WMA, AMR): PyAV ships
+    # FFmpeg inside its wheel, so workers need no system FFmpeg (transforms/audio/ffmpeg_reader.py).
+    "av>=14",
     "soxr>=0.3.7",
     "fsspec>=2023.6",
     "safetensors>=0.4",
+    # --model ORG/NAME: the launcher and the workers resolve Hugging Face model ids into the
+    # machine's hub cache with the hub's own client (revisions, offline mode, tokens, mirrors);
+    # <1.0 because transformers 4.57 (the mindnlp extra) requires it.
+    "huggingface_hub>=0.34,<1.0",
     # Object storage. s3fs reads inputs/manifests and reads the tables back (fsspec "s3://");
     # boto3 is what Beam's own S3 filesystem (apache_beam.io.aws) needs to write the tables.
     # s3fs 2025.9.0 -> aiobotocore 2.26 pins botocore <1.41.6, and each boto3 release pins

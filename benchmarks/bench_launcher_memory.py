@@ -7,7 +7,7 @@ AudioSet-sized) and, for each size, that many 0.2-s clips in tar shards of 1000 
 runs the whole pipeline for real (pipeline.main.main on the DirectRunner, --emit_scores
 --emit_embeddings float32) in its own process. Then, in a fresh process per measurement, it
 times and measures the launcher's post-pipeline phase exactly as run() does it
-(pipeline.main.summarise_run: the run's statistics file plus the tables' Parquet footers, the
+(pipeline.main._run_attempt after the job: the run's statistics file plus the tables' Parquet footers, the
 accounting checks, the rendered summary) and, for contrast, the old way (reading the clips and
 errors tables whole, and the segments' clip ids). Peak RSS is each child's ru_maxrss (os.wait4),
 so it includes the interpreter, pyarrow and Beam imports that both sizes share; tracemalloc's peak
@@ -43,7 +43,7 @@ out, run_id, mode = sys.argv[1:4]
 tracemalloc.start()
 t = time.perf_counter()
 if mode == "launcher":
-    # What main.summarise_run does, on the published run (its files moved out of the attempt).
+    # What main._run_attempt does after the job, on the published run (its files moved out of the attempt).
     summary = RunSummary.read(Attempt(out, run_id, read_manifest(out, run_id)["attempt"]))
     summary.published = True
     summary.check_accounting()

@@ -1,9 +1,10 @@
 """Peak memory of labelling a 1-hour file vs a 10-second file: must not grow with file length.
 
-    python benchmarks/bench_long_file_memory.py [--long_seconds 3600] [--batch_size 8]
+    python benchmarks/bench_long_file_memory.py [--long_seconds 3600] [--batch_size 8] [--format m4a]
 
 Writes the tiny untrained AST checkpoint and two mono 16-bit WAV files (16 kHz by default;
-the 1-hour one is then 110 MiB) to a temporary directory, then labels each file with the whole pipeline
+the 1-hour one is then 110 MiB), or with ``--format m4a`` two AAC files in MP4 (encoded with
+PyAV; decoded through FFmpeg, transforms/audio/ffmpeg_reader.py), to a temporary directory, then labels each file with the whole pipeline
 (pipeline.main.run on DirectRunner, same model, same batch size) in its own fresh Python
 process. The peak RSS of each child is its ru_maxrss, read with os.wait4 on that child's pid
 (so neither run's peak can hide the other's). DirectRunner's default in_memory mode does all the
@@ -26,28 +27,52 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = 16000
 
 
-def write_recording(path: str, seconds: float, rate: int = RATE) -> str:
-    """Alternating 30 s parts (tone, noise, silence, chirp), written a part at a time."""
+def recording_parts(seconds: float, rate: int = RATE):
+    """Alternating 30 s parts (tone, noise, silence, chirp) as float32 arrays, one at a time."""
     import numpy as np
-    import soundfile
 
     rng = np.random.default_rng(0)
     part = 30 * rate
     total = int(seconds * rate)
+    for i, first in enumerate(range(0, total, part)):
+        n = min(part, total - first)
+        t = np.arange(n) / rate
+        kind = i % 4
+        if kind == 0:
+            x = 0.5 * np.sin(2 * np.pi * (220 + 110 * (i % 7)) * t)
+        elif kind == 1:
+            x = 0.3 * rng.standard_normal(n)
+        elif kind == 2:
+            x = np.zeros(n)
+        else:
+            x = 0.5 * np.sin(2 * np.pi * (100 * t + 0.5 * (5900 / 30) * t * t))
+        yield x.astype(np.float32)
+
+
+def write_recording(path: str, seconds: float, rate: int = RATE) -> str:
+    """The recording as a 16-bit WAV, written a part at a time."""
+    import soundfile
+
     with soundfile.SoundFile(path, "w", samplerate=rate, channels=1, format="WAV", subtype="PCM_16") as f:
-        for i, first in enumerate(range(0, total, part)):
-            n = min(part, total - first)
-            t = np.arange(n) / rate
-            kind = i % 4
-            if kind == 0:
-                x = 0.5 * np.sin(2 * np.pi * (220 + 110 * (i % 7)) * t)
-            elif kind == 1:
-                x = 0.3 * rng.standard_normal(n)
-            elif kind == 2:
-                x = np.zeros(n)
-            else:
-                x = 0.5 * np.sin(2 * np.pi * (100 * t + 0.5 * (5900 / 30) * t * t))
-            f.write(x.astype(np.float32))
+        for x in recording_parts(seconds, rate):
+            f.write(x)
+    return path
+
+
+def write_recording_m4a(path: str, seconds: float, rate: int = RATE) -> str:
+    """The recording as AAC in MP4 (PyAV's FFmpeg encoder), encoded a part at a time."""
+    import av
+    import numpy as np
+
+    with av.open(path, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        for x in recording_parts(seconds, rate):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, :]), format="fltp", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path
 
 
@@ -132,6 +157,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=RATE,
                         help="sample rate of both files (16000: no resampling; e.g. 44100 exercises "
                              "the streaming resampler; 1 h at 44.1 kHz is a 318 MB WAV)")
+    parser.add_argument("--format", choices=["wav", "m4a"], default="wav",
+                        help="wav: libsndfile decodes; m4a: AAC in MP4, FFmpeg (PyAV) decodes")
     parser.add_argument("--limit_mb", type=float, default=300.0)
     parser.add_argument("--workdir", default=None, help="keep the files here instead of a temp dir")
     parser.add_argument("--no_control", action="store_true",
@@ -145,8 +172,9 @@ def main() -> int:
     os.makedirs(work, exist_ok=True)
     try:
         model = write_checkpoint(os.path.join(work, "tiny_ast"), TinyASTSpec(), seed=0)
-        short = write_recording(os.path.join(work, "short.wav"), args.short_seconds, args.rate)
-        long = write_recording(os.path.join(work, "long.wav"), args.long_seconds, args.rate)
+        write = write_recording_m4a if args.format == "m4a" else write_recording
+        short = write(os.path.join(work, f"short.{args.format}"), args.short_seconds, args.rate)
+        long = write(os.path.join(work, f"long.{args.format}"), args.long_seconds, args.rate)
         batch = str(args.batch_size)
         results = {
             "short": {"seconds": args.short_seconds,
@@ -161,7 +189,11 @@ def main() -> int:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     delta = round(results["long"]["peak_rss_mb"] - results["short"]["peak_rss_mb"], 1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from machine_info import machine_info
+
     report = {"benchmark": "long_file_memory", "model": "tiny untrained AST (TinyASTSpec)",
+              "format": args.format, "machine": machine_info(),
               "batch_size": args.batch_size, "sample_rate": args.rate, "runner": "DirectRunner", **results,
               "peak_rss_delta_mb": delta, "limit_mb": args.limit_mb, "within_limit": delta <= args.limit_mb}
     if "control_whole_long_file_in_memory" in results:

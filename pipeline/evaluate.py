@@ -69,6 +69,7 @@ from pipeline.lakehouse.iceberg_source import (add_iceberg_source_arguments, che
                                      open_source_catalog)
 from pipeline.runs.table_files import read_parquet_path
 from transforms.scoring.labels import LabelMap, load_label_map, roll_up
+from transforms.io.hub_models import download_snapshot, parse_hub_model
 
 MISSING = "<no prediction>"
 UNMAPPED = "<unmapped>"
@@ -213,10 +214,14 @@ def match_keys(source_uri: str, key_column: str) -> list[str]:
 # Predictions
 # ---------------------------------------------------------------------------------------------------------
 def model_labels_from_checkpoint(path: str) -> list[str]:
-    """Class names in index order: from a checkpoint directory's config.json (or that file itself), or,
+    """Class names in index order: from a checkpoint directory's config.json (or that file itself, or a
+    Hugging Face model id's), or,
     for a table labelled with --label_map, from that map's CSV (its targets, in order)."""
     if path.lower().endswith(".csv"):
         return load_label_map(path).targets
+    hub_model = parse_hub_model(path)
+    if hub_model is not None:   # a Hugging Face model id, as run_pipeline.py --model takes it
+        path, _ = download_snapshot(hub_model)
     fs, root = fsspec.core.url_to_fs(path)
     config_path = root if root.endswith(".json") else f"{root.rstrip('/')}/config.json"
     with fs.open(config_path, "r") as f:
@@ -389,8 +394,14 @@ def evaluate(clips: pa.Table, truth: Truth, mode: str | None = None, label_map: 
     # Truth classes the model (or the map) cannot produce still count: their scores are 0.
     extra = [c for c in dict.fromkeys(n for names in truth.labels.values() for n in names) if c not in classes]
     if extra:
-        notes.append(f"{len(extra)} ground-truth class(es) are not in the {'map targets' if label_map else 'model classes'}"
-                     f" and can never be predicted: {extra[:20]}")
+        if label_map is not None or model_labels is not None or (preds.from_scores_column and preds.names_complete):
+            notes.append(f"{len(extra)} ground-truth class(es) are not in the "
+                         f"{'map targets' if label_map else 'model classes'} and can never be predicted: {extra[:20]}")
+        else:
+            # Without --model (or a scores column, one score per class) the classes known are those
+            # the table names: a class that never made a top-k is unknown here, not impossible.
+            notes.append(f"{len(extra)} ground-truth class(es) appear in no clip's labels (they score 0 here; "
+                         f"whether the checkpoint has them is unknown without --model): {extra[:20]}")
         classes = classes + extra
         target_scores = np.hstack([target_scores, np.zeros((len(keys), len(extra)))])
     column = {c: j for j, c in enumerate(classes)}
@@ -525,8 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="default: single for category/target CSVs, multi for positive_labels")
     parser.add_argument("--model", default=None,
-                        help="names every class of the table: the checkpoint directory (or its config.json); "
-                             "for a table labelled with --label_map, that map's CSV")
+                        help="names every class of the table: the checkpoint directory (or its config.json) "
+                             "or Hugging Face model id (as run_pipeline.py --model takes it); for a table "
+                             "labelled with --label_map, that map's CSV")
     parser.add_argument("--class_labels", default=None,
                         help="AudioSet class_labels_indices.csv, to read MIDs in positive_labels")
     parser.add_argument("--fold", type=int, action="append", default=None,

@@ -6,6 +6,7 @@ import datetime
 import logging
 import secrets
 import sys
+import time
 
 from transforms.model.runtime_env import ensure_protobuf_python_backend
 
@@ -29,7 +30,8 @@ from pipeline.runs.publish import (  # noqa: E402
 from pipeline.console.failure_report import FailedRun, where  # noqa: E402
 from pipeline.console.live_progress import JobProgress, ProgressDisplay, run_watched  # noqa: E402
 from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSummary  # noqa: E402
-from transforms.io.checkpoint import CheckpointError, inspect_checkpoint  # noqa: E402
+from transforms.io.checkpoint import CheckpointError  # noqa: E402
+from transforms.io.hub_models import inspect_model  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
 from transforms.io.url_secrets import scrub_recorded, scrub_text, scrub_url  # noqa: E402
@@ -53,7 +55,7 @@ def validate(opts: LabelAudioOptions) -> None:
     if not opts.output:
         raise UsageError("--output is required (a directory or URL)")
     if not opts.model:
-        raise UsageError("--model is required (an AST checkpoint directory)")
+        raise UsageError("--model is required (an AST checkpoint directory or a Hugging Face model id)")
     if opts.device == "cpu" and opts.precision != "fp32":
         raise UsageError(f"--precision {opts.precision} needs --device gpu or ascend (or auto); CPU runs fp32")
     if opts.emit_embeddings == "float16":
@@ -168,7 +170,7 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
         except PermissionError as e:
             raise UsageError(str(e)) from e
         try:
-            checkpoint = inspect_checkpoint(opts.model, storage.fsspec_options())
+            checkpoint = inspect_model(opts.model, storage.fsspec_options())
         except (CheckpointError, OSError) as e:
             raise UsageError(_naming("--model", opts.model, e)) from e
         catalog = _open_iceberg_catalog(opts) if opts.iceberg_catalog else None
@@ -238,6 +240,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                                   finished_shard_stats_files(opts.skip_labelled, run_id, so))
                                  if opts.skip_labelled else ([], []))
     reset_process_progress()
+    clock = StageClock()
     p = beam.Pipeline(options=options)
     # Everything that changes a row, hashed once: on every row, in the manifest, and what
     # --skip_labelled matches earlier rows on.
@@ -246,6 +249,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
                    tuple(previous_shards), fingerprint=fingerprint)
     progress = JobProgress(attempt.progress_dir, so)
     display = ProgressDisplay(progress, opts.progress_seconds, enabled=not opts.quiet)
+    clock.lap("prepare")
     try:
         result = run_watched(lambda on_started: run_job(p, on_started), display)
     except Exception as e:
@@ -256,8 +260,10 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
         progress.clear()
     if result_view is not None:
         result = result_view(result)
+    clock.lap("job")
     summary = RunSummary.read(attempt, so)
     summary.read_scope = storage.environment
+    summary.incremental = bool(opts.skip_labelled)
     try:
         summary.check_accounting()
         if not opts.allow_empty:
@@ -273,6 +279,7 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     summary.seconds = (finished - started).total_seconds()
     manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
     manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
+    clock.lap("accounting")
     lease.check()
     files = promote(attempt, so)
     manifest.update(attempt=attempt.attempt_id, files=files,
@@ -291,6 +298,9 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
             raise
         manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
                                "snapshots": snapshots}
+    clock.lap("publish")
+    # Where the run's time went, by the launcher's clock (the report's throughput chart).
+    manifest["timings"]["stages"] = clock.stages
     write_manifest(opts.output, run_id, manifest, so)
     summary.published = True
     _LOG.info("run %s published: %d clips, %d errors, %d segments rows (manifest %s)", run_id,
@@ -303,16 +313,17 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     return summary
 
 
-def summarise_run(attempt: Attempt, storage_options: dict | None = None,
-                  allow_empty: bool = False) -> RunSummary:
-    """The launcher's work after the job: the run's statistics (one small file the pipeline
-    wrote) and the tables' Parquet footers, never the tables: memory independent of the run's
-    size (benchmarks/bench_launcher_memory.py). Raises AccountingError or NothingDiscoveredError."""
-    summary = RunSummary.read(attempt, storage_options)
-    summary.check_accounting()
-    if not allow_empty:
-        summary.check_not_empty()
-    return summary
+class StageClock:
+    """Seconds each stage of an attempt took, lap by lap (the manifest's ``timings.stages``)."""
+
+    def __init__(self):
+        self._last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self._last, 3)
+        self._last = now
 
 
 def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
@@ -331,7 +342,8 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "files_passed_over": summary.files_passed_over,   # not inputs: what scans left out, by kind
         "model": {"uri": checkpoint.uri, "model_id": checkpoint.model_id,
                   "weights_sha256": checkpoint.weights_sha256, "num_labels": len(checkpoint.labels),
-                  "backend": opts.backend, "device": opts.device, "precision": opts.precision},
+                  "backend": opts.backend, "device": opts.device, "precision": opts.precision,
+                  **({"hub": checkpoint.hub} if checkpoint.hub else {})},
         "features": dataclasses.asdict(checkpoint.features),
         "settings": {"batch_size": opts.batch_size, "top_k": opts.top_k,
                      "activation": opts.activation, "max_duration_seconds": opts.max_duration_seconds,
@@ -344,7 +356,10 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
         "versions": package_versions(),
         "timings": {"started": started.isoformat(), "finished": finished.isoformat(),
                     "seconds": seconds,
-                    "clips_per_second": summary.labelled / seconds if seconds > 0 else None},
+                    "clips_per_second": summary.labelled / seconds if seconds > 0 else None,
+                    "audio_seconds_per_second": summary.audio_seconds / seconds if seconds > 0 else None,
+                    "windows_per_second": summary.windows_scored / seconds if seconds > 0 else None},
+        "figures": summary.figures(),
         "tables": {"clips": summary.labelled, "errors": summary.errored,
                    "segments": summary.segment_rows},
     })

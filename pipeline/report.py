@@ -10,10 +10,12 @@ mailed or attached on its own) and the same charts as ``<out>/*.png``. ``--out``
 
 Charts: top-1 label frequency, top-1 score histogram, errors by stage and type, windows per clip
 (from a ``num_windows`` clips column, else from a ``windows`` or ``segments`` table with a
-``clip_id`` column; skipped with a note when neither exists) and throughput (needs a timing file in
-the run directory, normally the ``_MANIFEST.json`` a finished run ends with; see
-pipeline/runs/timings.py; skipped with a note otherwise). A run directory without ``_MANIFEST.json``
-is reported all the same, with a warning that the run may not have finished.
+``clip_id`` column; skipped with a note when neither exists) and throughput (the run's own clock:
+the wall time and the launcher's stages in a timing file in the run directory, normally the
+``_MANIFEST.json`` a finished run ends with; see pipeline/runs/timings.py; skipped with a note
+otherwise). The summary gives the manifest's counts (discovered, labelled, errored, skipped) where
+there is one, and the page ends with the run's options and inputs. A run directory without
+``_MANIFEST.json`` is reported all the same, with a warning that the run may not have finished.
 
 From the Iceberg tables runs were committed to (``--iceberg_catalog``; ``--output`` names the local
 output root of an unconfigured, embedded catalog, as for run_pipeline.py): run ``--run_id``'s rows,
@@ -30,6 +32,7 @@ import collections
 import datetime
 import html
 import io
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -183,6 +186,13 @@ def windows_per_clip(run: str | None, clips: pa.Table) -> tuple[np.ndarray | Non
     return None, ""
 
 
+def window_bins(top: int, most: int = 40) -> np.ndarray:
+    """Bin edges for whole window counts 1..top: at most about ``most`` bins of equal width, each
+    centred on whole numbers, the last one reaching past ``top`` so the longest clip is drawn."""
+    width = max(1, -(-top // most))
+    return np.arange(0.5, top + width + 0.5, width)
+
+
 def windows_chart(run: str | None, clips: pa.Table) -> Chart:
     title = "Windows per clip"
     values, source = windows_per_clip(run, clips)
@@ -195,7 +205,7 @@ def windows_chart(run: str | None, clips: pa.Table) -> Chart:
     fig = _figure()
     ax = fig.add_subplot()
     top = int(values.max())
-    ax.hist(values, bins=np.arange(0.5, top + 1.5, max(1, (top + 39) // 40)), color="#9467bd", edgecolor="white")
+    ax.hist(values, bins=window_bins(top), color="#9467bd", edgecolor="white")
     ax.set_xlabel("windows")
     ax.set_ylabel("clips")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -204,47 +214,50 @@ def windows_chart(run: str | None, clips: pa.Table) -> Chart:
     return Chart("windows_per_clip", title, _png(fig), f"Counted from {source}.")
 
 
-def throughput_chart(clips: pa.Table, timings: dict | None) -> Chart:
+def run_rates(timings: dict | None, manifest: dict | None, clips: pa.Table) -> list[str]:
+    """The run's throughput from its own clock (the manifest's wall time and counts): clips, audio
+    seconds and windows per second. Never from ``labelled_at``: rows are stamped as they are
+    written, which on most runners is all at the end."""
+    if not timings or not timings["wall_seconds"]:
+        return []
+    wall = timings["wall_seconds"]
+    figures = (manifest or {}).get("figures") or {}
+    n_clips = timings["clips"] if timings["clips"] is not None else clips.num_rows
+    audio = figures.get("audio_seconds")
+    if audio is None and clips.num_rows:   # a run from before the manifest's figures
+        audio = float(np.nansum(np.asarray(clips.column("duration_seconds").to_pylist(), dtype=np.float64)))
+    rates = [f"{n_clips / wall:.2f} clips/s over {wall:.1f} s"]
+    if audio:
+        rates.append(f"{audio / wall:.1f} s of audio per second")
+    if figures.get("windows_scored"):
+        rates.append(f"{figures['windows_scored'] / wall:.2f} windows/s")
+    return rates
+
+
+def throughput_chart(clips: pa.Table, timings: dict | None, manifest: dict | None = None) -> Chart:
     title = "Throughput"
     if timings is None:
         return Chart("throughput", title, None,
                      f"skipped: no timing file ({', '.join(TIMING_FILES)}) with a wall time or stage times in the "
                      "run directory")
-    audio = None
-    if clips.num_rows:
-        audio = float(np.nansum(np.asarray(clips.column("duration_seconds").to_pylist(), dtype=np.float64)))
-    n_clips = timings["clips"] if timings["clips"] is not None else clips.num_rows
-    stamps = [t for t in clips.column("labelled_at").to_pylist() if t is not None] if clips.num_rows else []
-    stages = timings["stages"]
-    panels = 1 + bool(stages)
-    fig = _figure(9.0 if panels == 1 else 12.0, 5.0)
-    ax = fig.add_subplot(1, panels, 1)
-    start = timings["started_at"] or (min(stamps) if stamps else None)
-    if stamps and start is not None:
-        rel = np.sort([(t - start).total_seconds() for t in stamps])
-        ax.step(np.concatenate([[0.0], rel]), np.arange(rel.size + 1), where="post", color="#d62728")
-        if timings["wall_seconds"]:
-            ax.axvline(timings["wall_seconds"], color="gray", linestyle=":", label="run finished")
-            ax.legend(loc="upper left")
-        ax.set_xlabel(f"seconds since {'the run started' if timings['started_at'] else 'the first labelled clip'}")
-        ax.set_ylabel("clips labelled (cumulative, by labelled_at)")
-        ax.grid(alpha=0.3)
-    else:
-        ax.text(0.5, 0.5, "no labelled_at timestamps", ha="center", va="center", transform=ax.transAxes)
-    wall = timings["wall_seconds"]
-    headline = []
-    if wall:
-        headline.append(f"{n_clips / wall:.2f} clips/s over {wall:.1f} s")
-        if audio:
-            headline.append(f"{audio / wall:.1f} s of audio per second")
-    ax.set_title(f"{title}: " + ("; ".join(headline) if headline else "no wall time recorded"))
-    if stages:
-        bx = fig.add_subplot(1, panels, 2)
-        names = list(stages)
-        _hbar(bx, names, [round(stages[n], 1) for n in names], "#ff7f0e", integer=False)
-        bx.set_xlabel("seconds")
-        bx.set_title(f"Stage times ({timings['file']})")
-    note = (("; ".join(headline) + f" (from {timings['file']}).") if headline else
+    rates = run_rates(timings, manifest, clips)
+    stages = dict(timings["stages"]) or {"run (wall time)": timings["wall_seconds"]}
+    fig = _figure(9.0, max(2.6, 0.45 * len(stages) + 1.4))
+    ax = fig.add_subplot()
+    # One bar per stage, laid end to end on the run's timeline (a Gantt chart of the launcher's clock).
+    at = 0.0
+    names = list(stages)
+    for i, name in enumerate(names):
+        ax.barh(i, stages[name], left=at, color=matplotlib.colormaps["tab10"](i % 10))
+        ax.text(at + stages[name], i, f" {stages[name]:.1f} s", va="center", fontsize=8)
+        at += stages[name]
+    ax.set_yticks(np.arange(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, at * 1.15 if at > 0 else 1)
+    ax.set_xlabel("seconds since the run started")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{title}: " + ("; ".join(rates) if rates else "no wall time recorded"))
+    note = (("; ".join(rates) + f" (from {timings['file']}; stages by the launcher's clock).") if rates else
             f"{timings['file']} records no wall time.")
     return Chart("throughput", title, _png(fig), note)
 
@@ -257,20 +270,35 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 padding:0 1em;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee}
-.note{color:#666;font-style:italic}.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c36a}code{background:#f4f4f4;padding:0 .2em}
+td:first-child{white-space:nowrap}.note{color:#666;font-style:italic}.warning{background:#fff3cd;padding:.5em;border:1px solid #e0c36a}code{background:#f4f4f4;padding:0 .2em}
 """
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list]) -> str:
+    """An HTML table; ``header`` None: no header row (a two-column list of facts)."""
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
+
+
+def _accounting_rows(clips: pa.Table, errors: pa.Table, manifest: dict | None) -> list[list]:
+    """Discovered / labelled / errored / skipped: the run's own counts when its manifest has them
+    (an incremental run's skipped clips have no rows), else what the tables hold."""
+    counts = (manifest or {}).get("counts") or {}
+    if "discovered" not in counts:
+        return [["clips labelled", clips.num_rows], ["inputs not labelled (errors)", errors.num_rows]]
+    skipped = counts.get("skipped", 0)
+    shards = ((manifest or {}).get("figures") or {}).get("shards_skipped")
+    return [["inputs discovered", counts["discovered"]],
+            ["clips labelled", counts.get("labelled", clips.num_rows)],
+            ["inputs not labelled (errors)", counts.get("errored", errors.num_rows)],
+            ["clips skipped (labelled the same way by an earlier run)",
+             f"{skipped}" + (f" ({shards} whole tar shard(s) not read)" if shards else "")]]
 
 
 def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | None,
-                  source: list[list] | None = None) -> list[list]:
-    rows = [*(source or [["run directory", run]]), ["clips labelled", clips.num_rows],
-            ["inputs not labelled (errors)", errors.num_rows]]
+                  source: list[list] | None = None, manifest: dict | None = None) -> list[list]:
+    rows = [*(source or [["run directory", run]]), *_accounting_rows(clips, errors, manifest)]
     meta = clips.schema.metadata or {}
     if b"schema_version" in meta:
         rows.append(["schema version", meta[b"schema_version"].decode()])
@@ -285,28 +313,61 @@ def _summary_rows(run: str, clips: pa.Table, errors: pa.Table, timings: dict | N
         if durations.size:
             rows.append(["audio labelled", f"{durations.sum():.1f} s (median clip {np.median(durations):.2f} s)"])
         per_clip = [len(x or []) for x in clips.column("labels").to_pylist()]
-        rows.append(["labels per clip", f"mean {np.mean(per_clip):.2f}; clips with no label: {per_clip.count(0)}"])
-        stamps = [t for t in clips.column("labelled_at").to_pylist() if t is not None]
-        if stamps:
-            rows.append(["labelled_at span", f"{min(stamps).isoformat()} to {max(stamps).isoformat()} "
-                                             f"({(max(stamps) - min(stamps)).total_seconds():.1f} s)"])
+        settings = (manifest or {}).get("settings") or {}
+        selection = ", ".join(f"--{k} {settings[k]}" for k in ("threshold", "class_thresholds")
+                              if settings.get(k) is not None)
+        bare = per_clip.count(0)
+        rows.append(["labels per clip", f"mean {np.mean(per_clip):.2f}"])
+        rows.append(["clips that kept no label", f"{bare} of {len(per_clip)}"
+                     + (f" (no label passed {selection})" if bare and selection else "")])
     if timings is not None and timings["wall_seconds"] is not None:
         rows.append(["wall time", f"{timings['wall_seconds']:.1f} s (from {timings['file']})"])
+        rates = run_rates(timings, manifest, clips)
+        if rates:
+            rows.append(["throughput", "; ".join(rates)])
+    return rows
+
+
+def _options_rows(manifest: dict) -> list[list]:
+    """The run's inputs, model and options, as its manifest records them (credentials never are)."""
+    rows = []
+    for uri in manifest.get("inputs") or []:
+        rows.append(["--input", uri])
+    for uri in manifest.get("input_manifests") or []:
+        rows.append(["--input_manifest", uri])
+    model = manifest.get("model") or {}
+    if model:
+        hub = model.get("hub")
+        rows.append(["--model", (f"{hub['repo_id']} (revision {hub['revision']}, commit {hub['commit']})" if hub
+                                 else model.get("uri", ""))])
+        rows.append(["model weights", f"{model.get('model_id', '')}: sha256 {model.get('weights_sha256', '')}, "
+                                      f"{model.get('num_labels', '?')} labels"])
+        for key in ("backend", "device", "precision"):
+            if key in model:
+                rows.append([f"--{key}", model[key]])
+    for key, value in sorted((manifest.get("settings") or {}).items()):
+        if value is not None and value is not False:
+            rows.append([f"--{key}", value])
+    if manifest.get("storage_options"):
+        rows.append(["--storage_options", json.dumps(manifest["storage_options"], sort_keys=True)])
+    if manifest.get("labelling_fingerprint"):
+        rows.append(["labelling fingerprint", manifest["labelling_fingerprint"]])
     return rows
 
 
 def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table, timings: dict | None,
                 finished: bool = True, heading: str | None = None, source: list[list] | None = None,
-                notes: list[str] = ()) -> str:
+                notes: list[str] = (), manifest: dict | None = None) -> str:
     """``heading``/``source``: the title and first summary rows when the report is not of a run
-    directory (the Iceberg tables); ``notes``: said under the summary."""
+    directory (the Iceberg tables); ``notes``: said under the summary; ``manifest``: the run's
+    (its counts, options and inputs)."""
     heading = heading or f"Labelling run {os.path.basename(run.rstrip('/'))}"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(heading)}</h1>",
              f"<p class='note'>Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
              "by pipeline.report. Charts are embedded; the same PNG files sit beside this page.</p>",
-             "<h2>Summary</h2>", _table(["", ""], _summary_rows(run, clips, errors, timings, source)),
+             "<h2>Summary</h2>", _table(None, _summary_rows(run, clips, errors, timings, source, manifest)),
              *(f"<p class='note'>{html.escape(n)}</p>" for n in notes)]
     if not finished:
         parts.insert(3, f"<p class='warning'><b>Warning:</b> this run directory has no {MANIFEST_FILE}: the run may "
@@ -334,6 +395,9 @@ def render_html(run: str, charts: list[Chart], clips: pa.Table, errors: pa.Table
                 examples.setdefault(key, (row["source_uri"], (row["message"] or "")[:300]))
             parts.append(_table(["stage", "error type", "inputs", "example input", "example message"],
                                 [[s, t, n, *examples[(s, t)]] for (s, t), n in counter.most_common()]))
+    options = _options_rows(manifest) if manifest else []
+    if options:
+        parts += ["<h2 id='options'>Options and inputs</h2>", _table(None, options)]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -348,10 +412,21 @@ def build_report(run: str, out: str) -> str:
         raise FileNotFoundError(f"{run} names neither clips nor errors Parquet files: is it <output>/_runs/<run_id>?")
     clips, errors = (found[n] if found[n] is not None else TABLES[n].empty_table() for n in ("clips", "errors"))
     timings = read_run_timings(run)
+    manifest = read_manifest_file(fs, f"{root.rstrip('/')}/{MANIFEST_FILE}")
     charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
-              windows_chart(run, clips), throughput_chart(clips, timings)]
+              windows_chart(run, clips), throughput_chart(clips, timings, manifest)]
     return _write_report(out, charts, render_html(run, charts, clips, errors, timings,
-                                                  finished=fs.isfile(f"{root.rstrip('/')}/{MANIFEST_FILE}")))
+                                                  finished=fs.isfile(f"{root.rstrip('/')}/{MANIFEST_FILE}"),
+                                                  manifest=manifest))
+
+
+def read_manifest_file(fs, path: str) -> dict | None:
+    """The run's manifest, or None when it has none (or it is not a JSON object)."""
+    try:
+        data = json.loads(fs.cat(path))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _write_report(out: str, charts: list[Chart], page: str) -> str:

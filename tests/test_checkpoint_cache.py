@@ -155,7 +155,7 @@ def test_checkpoint_changed_after_launch_fails_the_job_and_publishes_nothing(
                f"{uri.removeprefix('s3://')}/model.safetensors")
         return info
 
-    monkeypatch.setattr(pipeline.main, "inspect_checkpoint", inspect_then_replace)
+    monkeypatch.setattr(pipeline.main, "inspect_model", inspect_then_replace)
     audio = write_good(str(tmp_path / "audio"))[:2]
     output = f"s3://{s3_server.bucket}/labels-{uuid.uuid4().hex[:8]}"
     with pytest.raises(Exception) as caught:

@@ -115,6 +115,18 @@ def test_single_label_without_a_map_compares_model_names(tmp_path):
     assert report["correct"] == 2 and report["accuracy"] == pytest.approx(2 / 3)
 
 
+def test_truth_classes_the_table_never_names_are_unknown_without_model_not_impossible(tmp_path):
+    truth = load_truth(write_csv(tmp_path, "t.csv", "filename,category\na.wav,Bark\nb.wav,Siren\n"))
+    # Without --model only the classes in the table are known: Siren may be a class of the
+    # checkpoint that never made a top-k.
+    notes = evaluate(clips_table(ESC_ROWS, MODEL), truth)["notes"]
+    assert not [n for n in notes if "never be predicted" in n]
+    assert [n for n in notes if "appear in no clip's labels" in n and "without --model" in n and "Siren" in n]
+    # With --model the checkpoint's classes are known: Siren is not one of them.
+    notes = evaluate(clips_table(ESC_ROWS, MODEL), truth, model_labels=MODEL)["notes"]
+    assert [n for n in notes if "not in the model classes and can never be predicted: ['Siren']" in n]
+
+
 def test_fold_filter(tmp_path):
     truth = load_truth(write_csv(tmp_path, "esc50.csv", ESC_TRUTH), folds=[2])
     assert list(truth.labels) == ["c.wav", "d.wav"]

@@ -156,3 +156,78 @@ def test_read_run_timings_layouts(tmp_path, name, record, wall, stages, clips):
 def test_read_run_timings_ignores_files_without_times(tmp_path):
     (tmp_path / "_MANIFEST.json").write_text('{"run_id": "x", "counts": {"labelled": 3}}')
     assert read_run_timings(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("top", [1, 2, 39, 40, 41, 79, 80, 81, 117, 118, 119, 120, 400, 1001])
+def test_every_window_count_falls_in_a_bin(top):
+    from pipeline.report import window_bins
+
+    values = np.arange(1, top + 1)
+    bins = window_bins(top)
+    counts, _ = np.histogram(values, bins=bins)
+    assert counts.sum() == values.size and len(bins) - 1 <= 41
+    assert np.all(np.abs(bins - np.round(bins)) == 0.5)      # edges between whole numbers
+
+
+def incremental_manifest():
+    """As main.build_manifest writes it for a --skip_labelled run that found 29 inputs."""
+    return {"run_id": "r4", "inputs": ["s3://archive/audio/**"], "input_manifests": [],
+            "storage_options": {"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}},
+            "counts": {"discovered": 29, "labelled": 50, "errored": 6, "skipped": 22},
+            "figures": {"audio_seconds": 500.0, "clips_without_labels": 3, "windows_scored": 120,
+                        "shards_skipped": 2},
+            "model": {"uri": "hf://MIT/ast@" + "c" * 40, "model_id": "MIT/ast", "weights_sha256": "ab" * 32,
+                      "num_labels": 527, "backend": "native", "device": "auto", "precision": "fp32",
+                      "hub": {"repo_id": "MIT/ast", "revision": "main", "commit": "c" * 40}},
+            "settings": {"top_k": 5, "threshold": 0.5, "skip_labelled": "s3://archive-labels", "emit_scores": False,
+                         "label_map": None, "batch_size": 8},
+            "labelling_fingerprint": "f" * 64,
+            "timings": {"started": START.isoformat(), "seconds": 40.0,
+                        "stages": {"prepare": 2.0, "job": 35.0, "accounting": 1.0, "publish": 2.0}}}
+
+
+def test_the_report_shows_the_runs_counts_options_and_inputs(tmp_path):
+    clips = clips_rows("r4")
+    for row in clips[:3]:
+        row["labels"] = []
+    # labelled_at as most runners stamp rows: all in the job's last moment.
+    for i, row in enumerate(clips):
+        row["labelled_at"] = START + datetime.timedelta(seconds=36, microseconds=800 * i)
+    run = write_run(str(tmp_path), "r4", clips, error_rows("r4"))
+    with open(os.path.join(run, "_MANIFEST.json"), "w") as f:
+        json.dump(incremental_manifest(), f)
+    out = str(tmp_path / "out")
+    page = open(build_report(run, out), encoding="utf-8").read()
+    summary_table = page.split("<h2>Summary</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<th>" not in summary_table                          # no empty header row
+    for row in ("inputs discovered</td><td>29", "clips labelled</td><td>50",
+                "inputs not labelled (errors)</td><td>6",
+                "clips skipped (labelled the same way by an earlier run)</td><td>22 (2 whole tar shard(s) not read)",
+                "clips that kept no label</td><td>3 of 50 (no label passed --threshold 0.5)",
+                "throughput</td><td>1.25 clips/s over 40.0 s; 12.5 s of audio per second; 3.00 windows/s"):
+        assert f"<td>{row}</td>" in summary_table, row
+    options = page.split("<h2 id='options'>Options and inputs</h2>", 1)[1].split("</table>", 1)[0]
+    for row in ("--input</td><td>s3://archive/audio/**",
+                f"--model</td><td>MIT/ast (revision main, commit {'c' * 40})",
+                "--skip_labelled</td><td>s3://archive-labels", "--threshold</td><td>0.5",
+                "labelling fingerprint</td><td>" + "f" * 64):
+        assert f"<td>{row}</td>" in options, row
+    assert "--emit_scores" not in options and "--label_map" not in options   # off / unset
+    # Throughput: the launcher's stages on the run's timeline, not labelled_at.
+    check_png(os.path.join(out, "throughput.png"))
+    assert "stages by the launcher&#x27;s clock" in page and "labelled_at" not in page
+
+
+def test_the_longest_clip_is_drawn(tmp_path):
+    rows = clips_rows("r5")
+    for i, row in enumerate(rows):
+        row["num_windows"] = 118 if i == 0 else 1 + i % 5
+    run = write_run(str(tmp_path), "r5", rows, [], clips_schema=CLIPS_SCHEMA)
+    out = str(tmp_path / "out")
+    page = open(build_report(run, out), encoding="utf-8").read()
+    assert "Counted from the clips table&#x27;s num_windows column" in page
+    check_png(os.path.join(out, "windows_per_clip.png"))
+    from pipeline.report import window_bins
+
+    counts, _ = np.histogram([r["num_windows"] for r in rows], bins=window_bins(118))
+    assert counts.sum() == len(rows) and counts[-1] == 1

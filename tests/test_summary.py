@@ -82,3 +82,25 @@ def test_render_reports_throughput_when_timed(tmp_path):
     assert "throughput:        2.00 clips/s, 5.00 windows/s over 5.0 s" in s.render()
     s.seconds = None
     assert "throughput" not in s.render()
+
+
+def test_render_gives_audio_per_second_unlabelled_clips_and_skipped(tmp_path):
+    path = str(tmp_path / "s.json")
+    rows = [{"clip_id": f"c{i}", "num_windows": 1, "duration_seconds": 30.0,
+             "labels": [] if i < 3 else [{"label": "L", "index": 0, "score": 0.9}]} for i in range(10)]
+    with beam.Pipeline("DirectRunner") as p:
+        ({"tallies": p | "T" >> beam.Create([(DISCOVERED, 10), (SOURCES, 10)]), "clips": p | "C" >> beam.Create(rows),
+          "segments": p | "S" >> beam.Create([{"clip_id": r["clip_id"]} for r in rows]),
+          "errors": p | "E" >> beam.Create([])}
+         | RunStats(path))
+    with open(path) as f:
+        s = RunSummary(Attempt("/x", "r", "a1"), json.load(f))
+    assert (s.audio_seconds, s.clips_without_labels) == (300.0, 3)
+    s.seconds = 5.0
+    text = s.render()
+    assert "clips labelled:    10 (10 windows, 5.0 min of audio)" in text
+    assert "clips that kept no label: 3 of 10 (no label passed the threshold)" in text
+    assert "throughput:        2.00 clips/s (60.0 s of audio per second) over 5.0 s" in text
+    assert "clips skipped" not in text
+    s.incremental = True
+    assert "clips skipped:     0 (labelled by an earlier run)" in s.render()

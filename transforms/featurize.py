@@ -92,7 +92,7 @@ class DecodeAndFeaturize(beam.DoFn):
         silent = audio.peak < SILENCE_PEAK
         # The row says what was decoded, and whether the header claimed more (a cut-off file).
         clip = dataclasses.replace(clip, duration_seconds=audio.decoded_seconds,
-                                   declared_duration_seconds=audio.header.declared_duration_seconds,
+                                   declared_duration_seconds=audio.declared_duration_seconds,
                                    truncated=audio.truncated)
         yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
             source.source_uri, clip, emitted, silent=silent)))

@@ -31,6 +31,8 @@ SIDECARS_INVALID, READS_RESUMED = "sidecars_invalid", "shard_reads_resumed"
 WINDOWS_SCORED, INFERENCE_BATCHES = "windows_scored", "inference_batches"
 SEGMENT_ROWS, NUM_WINDOWS_TOTAL = "segment_rows", "num_windows_total"
 CLIP_IDS_DUPLICATED, SEGMENTS_MISMATCHED = "clip_ids_duplicated", "clips_segments_mismatched"
+AUDIO_MILLISECONDS = "audio_milliseconds"          # decoded audio of the labelled clips
+CLIPS_WITHOUT_LABELS = "clips_without_labels"      # labelled, but no label passed the selection
 # Keyed families: "<family>/<key>".
 ERRORS_BY_TYPE, TOP_LABELS, SHARDS_BY_WORKER = "errors_by_type", "top_labels", "shards_read_by_worker"
 FILES_PASSED_OVER = "files_passed_over"  # what directory scans left out, by extension or kind
@@ -90,9 +92,12 @@ def count_as(name: str):
 def clip_row_tallies(row: dict):
     yield LABELLED, 1
     yield NUM_WINDOWS_TOTAL, row.get("num_windows") or 0
+    yield AUDIO_MILLISECONDS, round((row.get("duration_seconds") or 0.0) * 1000)
     labels = row.get("labels")
     if labels:
         yield keyed(TOP_LABELS, labels[0]["label"]), 1
+    else:
+        yield CLIPS_WITHOUT_LABELS, 1
 
 
 def error_row_tallies(row: dict):

@@ -36,7 +36,9 @@ class LabelAudioOptions(PipelineOptions):
                                  "<output>/_runs/<run_id>/.")
         parser.add_argument("--model", default=None,
                             help="AST checkpoint directory in Hugging Face layout (config.json, "
-                                 "model.safetensors, optional preprocessor_config.json).")
+                                 "model.safetensors, optional preprocessor_config.json), local or a URL; "
+                                 "or a Hugging Face model id ORG/NAME[@REVISION] or hf://ORG/NAME[@REVISION] "
+                                 "(HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE and HF_TOKEN are honoured).")
         parser.add_argument("--shared_filesystem", action="store_true",
                             help="Local paths in --input, --input_manifest, --output, --model, "
                                  "--skip_labelled and --temp_location are on storage every worker "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   PortableOptions, StandardOptions)
 
+from transforms.io.hub_models import is_hub_model
 from transforms.io.storage import LOCAL_PROTOCOLS, protocol_of
 
 # Runners whose workers are processes of the launching machine (Prism: Beam's local portable
@@ -63,7 +64,7 @@ def local_worker_paths(options: PipelineOptions, opts) -> list[tuple[str, str]]:
     for name in WORKER_PATH_OPTIONS:
         value = getattr(opts, name, None)
         for path in (value if isinstance(value, list) else [value]):
-            if path and is_machine_local(path):
+            if path and is_machine_local(path) and not (name == "model" and is_hub_model(path)):
                 found.append((name, path))
     temp = options.view_as(GoogleCloudOptions).temp_location
     if temp and is_machine_local(temp):

@@ -23,6 +23,15 @@ from transforms.io.storage import options_for_protocol, protocol_of
 TOP_LABELS_SHOWN = 5
 
 
+def format_duration(seconds: float) -> str:
+    """12.3 s, 4.5 min, 2.25 h: audio lengths as people read them."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
 class AccountingError(RuntimeError):
     """Inputs were lost or duplicated: the run must not be trusted."""
 
@@ -87,6 +96,7 @@ class RunSummary:
         self.stats = stats
         self.storage_options = storage_options
         self.seconds = seconds               # wall time of the run, launch to publication
+        self.incremental = False             # --skip_labelled: the skipped count is always shown
         # Entered around on-demand table reads: the launcher sets its storage settings' scope,
         # which puts the credentials in place and keeps them out of (botocore's DEBUG) logs.
         self.read_scope = contextlib.nullcontext
@@ -129,6 +139,16 @@ class RunSummary:
     @property
     def inference_batches(self) -> int:
         return self._count("inference_batches")
+
+    @property
+    def audio_seconds(self) -> float:
+        """Decoded audio of the labelled clips."""
+        return self._count("audio_milliseconds") / 1000.0
+
+    @property
+    def clips_without_labels(self) -> int:
+        """Labelled clips that kept no label (none passed --threshold / --class_thresholds)."""
+        return self._count("clips_without_labels")
 
     @property
     def segment_rows(self) -> int:
@@ -251,22 +271,35 @@ class RunSummary:
         counts = self.stats.get("top_labels", {})
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
+    def figures(self) -> dict:
+        """What the run did beyond the accounting (the manifest's ``figures``; the report shows them)."""
+        return {"audio_seconds": self.audio_seconds, "clips_without_labels": self.clips_without_labels,
+                "windows_scored": self.windows_scored, "inference_batches": self.inference_batches,
+                "sources": self.sources, "shards_read": self.shards_read, "shards_skipped": self.shards_skipped,
+                "shard_members_ignored": self.members_ignored}
+
     def render(self) -> str:
         where = (f"{self.output.rstrip('/')}/{{clips,segments,errors}}/run_id={self.run_id}/"
                  if self.published else f"{self.attempt.root}/ (not published)")
+        audio = f", {format_duration(self.audio_seconds)} of audio" if self.audio_seconds else ""
         lines = [f"run {self.run_id} -> {where}",
                  f"  inputs discovered: {self.discovered}",
-                 f"  clips labelled:    {self.labelled} ({self.segment_rows} windows)"]
+                 f"  clips labelled:    {self.labelled} ({self.segment_rows} windows{audio})"]
+        if self.clips_without_labels:
+            lines.append(f"  clips that kept no label: {self.clips_without_labels} of {self.labelled} "
+                         "(no label passed the threshold)")
         if self.windows_scored:
             lines.append(f"  windows scored:    {self.windows_scored} in {self.inference_batches} "
                          "inference batches")
         lines.append(f"  inputs errored:    {self.errored}")
-        if self.skipped:
+        if self.skipped or self.incremental:
             whole = f", {self.shards_skipped} whole shard(s) not read" if self.shards_skipped else ""
             lines.append(f"  clips skipped:     {self.skipped} (labelled by an earlier run{whole})")
         if self.seconds:
+            rate = (f" ({self.audio_seconds / self.seconds:.1f} s of audio per second)"
+                    if self.audio_seconds else "")
             windows = f", {self.windows_scored / self.seconds:.2f} windows/s" if self.windows_scored else ""
-            lines.append(f"  throughput:        {self.labelled / self.seconds:.2f} clips/s{windows} "
+            lines.append(f"  throughput:        {self.labelled / self.seconds:.2f} clips/s{rate}{windows} "
                          f"over {self.seconds:.1f} s")
         for kind, n in self.counts()["errors_by_type"].items():
             lines.append(f"    {kind}: {n}")

@@ -1,1 +1,1 @@
-"""Audio decoding, resampling, windowing and Kaldi fbank: numpy/soundfile/soxr only, no Apache Beam."""
+"""Audio decoding (libsndfile, FFmpeg via PyAV), resampling, windowing and Kaldi fbank: no Apache Beam."""

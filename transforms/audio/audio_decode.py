@@ -1,5 +1,7 @@
-"""Decode any audio file libsndfile reads into mono float32 at the model's rate.
+"""Decode an audio file into mono float32 at the model's rate; what a file's header says.
 
+Files are opened by :func:`transforms.audio.open_audio.open_audio`: libsndfile first, FFmpeg
+(PyAV) by content when libsndfile cannot (transforms/audio/ffmpeg_reader.py).
 Beam-free, so it is testable on its own. Resampling uses soxr (libsoxr's
 "HQ" polyphase resampler): a well-kept library with both one-shot and streaming
 APIs, band-limited and alias-free, and several times faster than
@@ -55,10 +57,15 @@ class AudioHeader:
     """What a file's header says, before any audio is read."""
     original_sample_rate: int
     channels: int
-    frames: int                   # libsndfile's frame count (exact for WAV/FLAC, clamped to the file)
+    frames: int                   # the decoder's frame count (libsndfile's: exact for WAV/FLAC,
+                                  # clamped to the file; FFmpeg's: the container's duration)
     declared_frames: int = -1     # what the header itself claims (a WAV data chunk may claim more
                                   # than the file holds); -1: the same as ``frames``
     exact_length: bool = True     # False where the count is an estimate (MP3 without a Xing header)
+    length_claimed: bool = True   # False: the file declares no length (raw AAC/AMR streams);
+                                  # ``frames`` is then 0 and the decoded length is all there is
+    min_slack_frames: int = 1152  # with an estimated count: the shortfall always tolerated
+                                  # (one MPEG frame; FFmpeg's containers: a few codec frames)
 
     @property
     def duration_seconds(self) -> float:
@@ -70,14 +77,15 @@ class AudioHeader:
 
     def is_truncated(self, decoded_frames: int) -> bool:
         """The file decoded to fewer frames than its header claims. Where the header's count is
-        an estimate (MPEG), a shortfall within one MPEG frame or 1% is not counted."""
+        an estimate (MPEG, FFmpeg's containers), a shortfall within ``min_slack_frames`` or 1%
+        is not counted; a file that claims no length is never truncated."""
+        if not self.length_claimed:
+            return False
         declared = max(self.frames, self.declared_frames)
-        slack = 0 if self.exact_length else max(1152, declared // 100)
+        slack = 0 if self.exact_length else max(self.min_slack_frames, declared // 100)
         return decoded_frames < declared - slack
 
 
-# Formats whose frame count libsndfile reads from the file's own structure, not an estimate.
-_ESTIMATED_LENGTH_FORMATS = frozenset({"MPEG"})
 # A WAV data chunk size that means "unknown" (streamed writers): no claim.
 _UNKNOWN_WAV_SIZES = frozenset({0, 0xFFFFFFFF})
 
@@ -109,9 +117,9 @@ def open_sound(source: BinaryIO | str) -> soundfile.SoundFile:
         raise AudioDecodeError("decode", f"not a readable audio file: {e}") from e
 
 
-def check_header(sound: soundfile.SoundFile, max_duration_seconds: float | None = None) -> AudioHeader:
+def check_header(header: AudioHeader, max_duration_seconds: float | None = None) -> AudioHeader:
     """The header guards: plausible rate and channel count, declared duration within the limit."""
-    rate, channels, frames = sound.samplerate, sound.channels, sound.frames
+    rate, channels, frames = header.original_sample_rate, header.channels, header.frames
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioDecodeError("decode", f"implausible sample rate {rate} Hz in header")
     if not 1 <= channels <= MAX_CHANNELS:
@@ -120,8 +128,7 @@ def check_header(sound: soundfile.SoundFile, max_duration_seconds: float | None 
         raise AudioDecodeError(
             "decode", f"declared duration {frames / rate:.1f} s exceeds --max_duration_seconds "
                       f"{max_duration_seconds:g}")
-    return AudioHeader(original_sample_rate=int(rate), channels=int(channels), frames=int(frames),
-                       exact_length=sound.format not in _ESTIMATED_LENGTH_FORMATS)
+    return header
 
 
 def read_head(source: BinaryIO | str, size: int = 1 << 16) -> bytes:
@@ -151,14 +158,18 @@ def decode_audio(source: BinaryIO | str, target_rate: int = TARGET_SAMPLE_RATE,
 
     For files of any length use :mod:`transforms.audio.windowing`, which streams.
     """
-    sound = open_sound(source)
-    with sound:
-        header = check_header(sound, max_duration_seconds)
+    from transforms.audio.open_audio import open_audio   # it builds on this module's types
+
+    reader = open_audio(source)
+    try:
+        header = check_header(reader.header, max_duration_seconds)
         rate = header.original_sample_rate
         try:
-            samples = sound.read(dtype="float32", always_2d=True)
+            samples = reader.read_all()
         except Exception as e:
             raise AudioDecodeError("decode", f"audio data is corrupt or truncated: {e}") from e
+    finally:
+        reader.close()
     if samples.shape[0] == 0:
         raise AudioDecodeError("decode", "file holds no audio frames")
     if not np.isfinite(samples).all():

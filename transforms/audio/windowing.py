@@ -42,7 +42,8 @@ As in AST itself (Kaldi snip_edges), the last ``(n - 400) % 160`` samples of a
 window of n samples fall in no frame: 80 samples (5 ms) of every full window.
 
 Memory does not grow with the file: the file is read ``block_frames`` at a time
-(soundfile), down-mixed and resampled by a streaming soxr resampler ("HQ", the
+(libsndfile, or FFmpeg packet by packet for what libsndfile cannot open; see
+transforms/audio/open_audio.py), down-mixed and resampled by a streaming soxr resampler ("HQ", the
 same filter as the one-shot path, bit-identical output), and only the samples
 of the window being filled are kept; each window's features are computed and
 handed out as soon as the window is full.
@@ -54,12 +55,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 import numpy as np
-import soundfile
 import soxr
-from soundfile import _ffi, _snd
 
-from transforms.audio.audio_decode import (AudioDecodeError, AudioHeader, check_header, open_sound, read_head,
-                                           to_mono, with_declared_length)
+from transforms.audio.audio_decode import AudioDecodeError, AudioHeader, check_header, read_head, to_mono, with_declared_length
+from transforms.audio.open_audio import AudioReader, open_audio
 from transforms.audio.fbank import (FRAME_LENGTH_MS, FRAME_SHIFT_MS, FeatureConfig, WaveformTooShortError,
                               ast_input_features)
 
@@ -185,23 +184,7 @@ class _Windower:
         self._buffer = np.zeros(0, np.float32)
 
 
-def _read_frames(sound: soundfile.SoundFile, out: np.ndarray) -> int:
-    """Reads up to ``len(out)`` frames into ``out`` (float32, C order, (frames, channels)) with
-    libsndfile's sequential read; returns the frames read, 0 at the end of the file.
-
-    Not ``SoundFile.read``: soundfile calls tell() before and seek() after every read, and on MP3
-    libsndfile's (mpg123's) seek is not sample-accurate, so reading an MP3 in blocks through
-    ``SoundFile.read`` returns wrong samples from the second or third block on (soundfile 0.14,
-    libsndfile 1.2.2: up to 0.6 off from sample 8192 of a tone with 4096-frame blocks).
-    Whole-file reads only seek once, at the end, which is why ``decode_audio`` is unaffected.
-    tests/test_windowing.py checks that block reads equal a whole-file read for every format.
-    """
-    frames = _snd.sf_readf_float(sound._file, _ffi.cast("float *", _ffi.from_buffer(out)), out.shape[0])
-    soundfile._error_check(_snd.sf_error(sound._file))
-    return int(frames)
-
-
-def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_rate: int,
+def _resampled_blocks(reader: AudioReader, header: AudioHeader, target_rate: int,
                       block_frames: int, max_duration_seconds: float | None,
                       decoded: list[int]) -> Iterator[np.ndarray]:
     """Mono float32 chunks at ``target_rate`` (each a new array), read ``block_frames`` source
@@ -224,16 +207,16 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
         resampler = resampling(lambda: soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ"))
     limit = None if max_duration_seconds is None else math.floor(max_duration_seconds * rate)
     read = 0
-    buffer = np.empty((block_frames, header.channels), np.float32)
+    blocks = reader.blocks(block_frames)
     while True:
         try:
-            n = _read_frames(sound, buffer)
+            block = next(blocks, None)
         except Exception as e:
             raise AudioDecodeError("decode", f"audio data is corrupt or truncated after "
                                              f"{read / rate:.2f} s: {e}") from e
-        if n == 0:
+        if block is None:
             break
-        block = buffer[:n]
+        n = block.shape[0]
         if not np.isfinite(block).all():
             raise AudioDecodeError("decode", f"audio contains NaN or infinite samples "
                                              f"(between {read / rate:.2f} s and {(read + n) / rate:.2f} s)")
@@ -244,7 +227,7 @@ def _resampled_blocks(sound: soundfile.SoundFile, header: AudioHeader, target_ra
                                              f"{max_duration_seconds:g}")
         mono = to_mono(block)
         if resampler is None:
-            yield np.array(mono, dtype=np.float32, copy=True)   # the read buffer is reused
+            yield np.array(mono, dtype=np.float32, copy=True)   # a reader may reuse its buffer
             continue
         out = resampling(lambda: resampler.resample_chunk(np.ascontiguousarray(mono), last=False))
         if out.size:
@@ -276,11 +259,12 @@ class WindowedAudio:
         self._max_duration = max_duration_seconds
         self._block_frames = block_frames
         head = read_head(source)
-        self._sound = open_sound(source)
+        self._reader = open_audio(source)
         try:
-            self.header: AudioHeader = with_declared_length(check_header(self._sound, max_duration_seconds), head)
+            self.header: AudioHeader = with_declared_length(check_header(self._reader.header, max_duration_seconds),
+                                                            head)
         except BaseException:
-            self._sound.close()
+            self._reader.close()
             raise
         self.num_windows = 0
         self.num_samples = 0
@@ -309,15 +293,28 @@ class WindowedAudio:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def decoder(self) -> str:
+        """Which decoder reads the file: ``libsndfile`` or ``ffmpeg``."""
+        return self._reader.decoder
+
+    @property
+    def declared_duration_seconds(self) -> float:
+        """What the header claims; where it claims no length (raw AAC/AMR streams), after iteration
+        what was decoded."""
+        if not self.header.length_claimed:
+            return self.decoded_seconds
+        return self.header.declared_duration_seconds
+
     def close(self) -> None:
-        self._sound.close()
+        self._reader.close()
 
     def __iter__(self) -> Iterator[Window]:
         if self._started:
             raise RuntimeError("WindowedAudio can be iterated only once")
         self._started = True
         windower = _Windower(self.geometry)
-        for chunk in _resampled_blocks(self._sound, self.header, self.geometry.sample_rate,
+        for chunk in _resampled_blocks(self._reader, self.header, self.geometry.sample_rate,
                                        self._block_frames, self._max_duration, self._decoded):
             self.num_samples += chunk.shape[0]
             if chunk.size:

@@ -1,1 +1,1 @@
-"""Storage, input discovery, tar shards and checkpoint files: plain Python over fsspec, no Apache Beam."""
+"""Storage, input discovery, tar shards, checkpoint files and hub model ids: plain Python over fsspec, no Apache Beam."""

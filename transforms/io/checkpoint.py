@@ -42,6 +42,9 @@ class CheckpointInfo:
     # SHA-256 of every checkpoint file present (weights, config, preprocessor config), as the
     # launcher read them: workers verify their copy against these before loading.
     file_sha256: dict[str, str] = field(default_factory=dict)
+    # A Hugging Face model id (transforms/io/hub_models.py): {"repo_id", "revision" (as asked),
+    # "commit" (the sha it resolved to)}; None for a checkpoint directory.
+    hub: dict | None = None
 
 
 def checkpoint_filesystem(uri: str, storage_options: dict | None = None):

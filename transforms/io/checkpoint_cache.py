@@ -33,6 +33,7 @@ import time
 
 from transforms.io.checkpoint import (CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem,
                                       sha256_of_file)
+from transforms.io.hub_models import HUB_SCHEME, fetch_hub_snapshot
 from transforms.io.storage import retry
 from transforms.io.machine_cache import cache_root
 
@@ -123,7 +124,13 @@ def fetch_checkpoint(uri: str, storage_options: dict | None = None,
     """A local folder holding the checkpoint's files, verified against ``expected`` (file name ->
     SHA-256, from the launcher). Local checkpoints are verified in place; remote ones come from
     this machine's cache, downloaded on a miss. Without ``expected`` (tests, tools) the files are
-    taken as they are."""
+    taken as they are. A pinned hub model (``hf://ORG/NAME@<sha>``) comes from this machine's
+    Hugging Face cache (transforms/io/hub_models.py) and is verified there."""
+    if uri.startswith(HUB_SCHEME):
+        folder = fetch_hub_snapshot(uri, sorted(expected or ()))
+        if expected:
+            verify_files(folder, expected, uri)
+        return folder
     fs, root = checkpoint_filesystem(uri, storage_options)
     if _is_local(fs):
         if expected:

@@ -36,7 +36,12 @@ from transforms.io.job_failures import is_machine_failure
 from transforms.io.names import raw_of, record_name
 from transforms.io.storage import LOCAL_PROTOCOLS, Storage, protocol_of
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
+# The one list of names a directory scan (and a tar shard's member scan) takes as audio; the
+# README's "Inputs" section lists it. libsndfile reads the first group; FFmpeg (PyAV) the sound
+# track of the second. Which decoder reads a file is decided by its content, not by this list.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus",
+                    ".m4a", ".m4b", ".aac", ".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".mka", ".webm",
+                    ".wma", ".asf", ".amr", ".awb")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 GLOB_CHARS = frozenset("*?[")
 MANIFEST_FORMATS = (".txt", ".csv", ".jsonl", ".ndjson", ".parquet")
