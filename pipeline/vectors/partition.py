@@ -134,7 +134,7 @@ class Partition:
         self.clips = read_ipc(os.path.join(folder, CLIPS_FILE))
         self.ann = None
         self.nprobe = int(manifest.get("nprobe") or 0)
-        self.exact_max = int(manifest.get("exact_max") or DEFAULT_EXACT_MAX)
+        self.exact_max = int(DEFAULT_EXACT_MAX if manifest.get("exact_max") is None else manifest["exact_max"])
         ann_path = os.path.join(folder, ANN_FILE)
         if os.path.exists(ann_path):
             faiss = _faiss()
@@ -168,6 +168,9 @@ class Partition:
     def _approximate(self, query: np.ndarray, candidates: int, allowed: np.ndarray | None,
                      nprobe: int, wanted: int) -> np.ndarray:
         faiss = _faiss()
+        # One query scans its cells on one thread; OpenMP workers would only spin (and, on a
+        # busy machine, wait for cores other processes hold).
+        faiss.omp_set_num_threads(1)
         selector = None
         if allowed is not None:
             bitmap = np.packbits(allowed, bitorder="little")
