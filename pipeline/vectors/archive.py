@@ -168,7 +168,9 @@ class Archive:
         columns = {name: [] for name in HIT_SCHEMA.names}
         for rank, (score, row, partition) in enumerate(found, 1):
             r = partition.rows.slice(int(row), 1).to_pylist()[0]
-            clip_pos = pc.index(partition.clips["clip_id"], r["clip_id"]).as_py()
+            clip_pos = r.get("clip_row")
+            if clip_pos is None:   # a partition built before rows pointed at their clip
+                clip_pos = pc.index(partition.clips["clip_id"], r["clip_id"]).as_py()
             clip = partition.clips.slice(clip_pos, 1).to_pylist()[0] if clip_pos >= 0 else {}
             values = {**r, "rank": rank, "similarity": score, "shard_uri": clip.get("shard_uri"),
                       "member_name": clip.get("member_name"), "labelled_at": clip.get("labelled_at")}

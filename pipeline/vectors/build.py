@@ -40,6 +40,7 @@ ROWS_SCHEMA = pa.schema([
     pa.field("end_seconds", pa.float64()),
     pa.field("labels", list_of(LABEL_SCORE)),
     pa.field("run_id", pa.string()),
+    pa.field("clip_row", pa.int32()),         # the clip's row in clips.arrow
 ])
 CLIPS_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string()),
@@ -150,14 +151,22 @@ def build_index(output: str, level: str = "segments", storage_options: dict | No
     return report
 
 
-def _segment_batches(run: PublishedRun, storage_options):
+def _clip_rows(batch: pa.RecordBatch, clip_rows: dict[str, int], run_id: str) -> pa.Array:
+    try:
+        return pa.array([clip_rows[c] for c in batch.column("clip_id").to_pylist()], pa.int32())
+    except KeyError as e:
+        raise IndexBuildError(f"run {run_id}: segments rows of clip {e.args[0]} that its clips table lacks") from None
+
+
+def _segment_batches(run: PublishedRun, storage_options, clip_rows: dict[str, int]):
     files = run.files("segments", storage_options)
     for batch in iter_batches(files, SEGMENT_COLUMNS + ["embedding"], storage_options):
-        rows = pa.RecordBatch.from_arrays([batch.column(c) for c in SEGMENT_COLUMNS], schema=ROWS_SCHEMA)
+        rows = pa.RecordBatch.from_arrays([batch.column(c) for c in SEGMENT_COLUMNS]
+                                          + [_clip_rows(batch, clip_rows, run.run_id)], schema=ROWS_SCHEMA)
         yield rows, embedding_matrix(batch.column("embedding"), f"run {run.run_id} segments")
 
 
-def _clip_level_batches(run: PublishedRun, storage_options):
+def _clip_level_batches(run: PublishedRun, storage_options, clip_rows: dict[str, int]):
     files = run.files("clips", storage_options)
     for batch in iter_batches(files, ["clip_id", "source_uri", "duration_seconds", "labels", "run_id",
                                       "embedding"], storage_options):
@@ -165,7 +174,8 @@ def _clip_level_batches(run: PublishedRun, storage_options):
         rows = pa.RecordBatch.from_arrays([
             batch.column("clip_id"), batch.column("source_uri"), pa.nulls(n, pa.int32()),
             pa.array(np.zeros(n)), batch.column("duration_seconds").cast(pa.float64()),
-            batch.column("labels"), batch.column("run_id")], schema=ROWS_SCHEMA)
+            batch.column("labels"), batch.column("run_id"), _clip_rows(batch, clip_rows, run.run_id)],
+            schema=ROWS_SCHEMA)
         yield rows, embedding_matrix(batch.column("embedding"), f"run {run.run_id} clips")
 
 
@@ -178,16 +188,17 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
     work = tempfile.mkdtemp(prefix=f"index-{run.run_id}-", dir=cache_subdir("index-builds"))
     try:
         num_rows = row_count(run.files(table, storage_options), storage_options)
+        # The clips first: each row points at its clip's row (a dict of this run's clip ids only).
+        clip_rows = _write_clips(work, run, storage_options)
         writer = PartitionWriter(work, num_rows, ROWS_SCHEMA)
-        batches = _segment_batches(run, storage_options) if level == "segments" else \
-            _clip_level_batches(run, storage_options)
+        batches = _segment_batches(run, storage_options, clip_rows) if level == "segments" else \
+            _clip_level_batches(run, storage_options, clip_rows)
         dim = 0
         for rows, vectors in batches:
             if len(rows):
                 dim = vectors.shape[1]
                 writer.add(rows, normalised(vectors))
         vectors = writer.finish()
-        _write_clips(work, run, storage_options)
         kind, nlist = "exact", None
         if len(vectors) > exact_max:
             nlist = ivf_cells(len(vectors))
@@ -215,17 +226,23 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_clips(work: str, run: PublishedRun, storage_options) -> None:
+def _write_clips(work: str, run: PublishedRun, storage_options) -> dict[str, int]:
     """The run's clips (id, where the audio is, labelled_at): the current-labels rule and the
-    search results' audio need them. Streamed to an Arrow IPC file."""
+    search results' audio need them. Streamed to an Arrow IPC file; returns clip id -> row."""
     import pyarrow.ipc as ipc
 
     from pipeline.vectors.layout import CLIPS_FILE
 
+    positions: dict[str, int] = {}
     with pa.OSFile(os.path.join(work, CLIPS_FILE), "wb") as sink, ipc.new_file(sink, CLIPS_SCHEMA) as writer:
         for batch in iter_batches(run.files("clips", storage_options), CLIP_COLUMNS, storage_options):
+            for clip_id in batch.column("clip_id").to_pylist():
+                if clip_id in positions:
+                    raise IndexBuildError(f"run {run.run_id}: clip {clip_id} twice in its clips table")
+                positions[clip_id] = len(positions)
             writer.write_batch(pa.RecordBatch.from_arrays(
                 [batch.column(c).cast(CLIPS_SCHEMA.field(c).type) for c in CLIP_COLUMNS], schema=CLIPS_SCHEMA))
+    return positions
 
 
 def _makedirs(url: str, storage_options) -> None:

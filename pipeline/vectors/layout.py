@@ -9,7 +9,7 @@
     <output>/_index/<level>/<run_id>/<build_id>/
         vectors.npy  the run's embeddings, L2-normalised float32 (exact search and the exact
                      rerank read them memory-mapped)
-        rows.arrow   one row per vector: clip, window, times, labels, run (Arrow IPC,
+        rows.arrow   one row per vector: clip, window, times, labels, run, its clip's row (Arrow IPC,
                      uncompressed, so it is memory-mapped, not loaded)
         clips.arrow  one row per clip of the run: clip id, labelled_at (the current-labels rule)
         ann.faiss    above the exact-search size only: FAISS IVF-SQ8 over the vectors
