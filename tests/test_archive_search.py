@@ -23,6 +23,8 @@ from pipeline.vectors.layout import partition_manifest_path
 from pipeline.vectors.query import FingerprintMismatch
 from tests.search_corpus import HOP_SECONDS, SNIPPET_OFFSETS, copy_archive, label
 
+# The shared archive takes 1-2 minutes to label on 2 cores (once per session).
+pytestmark = pytest.mark.slow
 TIMINGS = {}
 
 

@@ -24,6 +24,8 @@ from pipeline.runs.layout import published_table_dir
 from tests.portable_cluster import PortableCluster, namespaces_available
 from tests.search_corpus import copy_archive
 
+# The shared archive takes 1-2 minutes to label on 2 cores (once per session).
+pytestmark = pytest.mark.slow
 POSITIVES, NEGATIVES = 10, 30
 TIMINGS = {}
 
@@ -166,7 +168,6 @@ def test_iceberg_when_asked(labelled_archive, tmp_path):
     assert manifest["iceberg"]["snapshot"] == table.current_snapshot().snapshot_id
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not namespaces_available(), reason="needs root (unshare -m, mount -t tmpfs) for the worker pool")
 def test_apply_on_the_portable_runner_equals_direct(labelled_archive, classified, s3_server, tmp_path, monkeypatch):
     fs = s3_server.filesystem()
