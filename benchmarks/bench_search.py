@@ -44,7 +44,20 @@ SEED = 0
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set (ru_maxrss): memory-mapped file pages the process touched count too."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_now() -> dict:
+    """Resident memory now, split: RssAnon (the process's own) and RssFile (mapped file pages,
+    i.e. the page cache of the memory-mapped index: shared, and reclaimed under pressure)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[f"{key}_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- phases
@@ -240,6 +253,7 @@ def phase_build(args) -> dict:
     return {"nlist": nlist, "build_seconds": round(seconds, 1),
             "build_vectors_per_second": round(len(vectors) / seconds),
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_build_mb": round(rss_before, 1),
+            "memory_after_build": memory_now(),
             "bytes_per_vector": {name: round(b / len(vectors), 1) for name, b in size.items()},
             "bytes": size}
 
@@ -299,6 +313,7 @@ def phase_query(args) -> dict:
     out["archive_search_default_nprobe"] = {"p50_ms": round(float(np.percentile(lat, 50)), 2),
                                             "p99_ms": round(float(np.percentile(lat, 99)), 2)}
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["memory_after_queries"] = memory_now()
     return out
 
 
@@ -395,6 +410,8 @@ def main() -> int:
     p.add_argument("--compare", type=int, default=20_000, help="vectors for the library comparison (0: skip)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--workdir", help="keep the files here (default: a temporary folder, removed)")
+    p.add_argument("--phases", default="embed,generate,build,query,compare",
+                   help="which phases to run (a kept --workdir holds the earlier phases' files)")
     p.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.phase:
@@ -408,7 +425,7 @@ def main() -> int:
     os.makedirs(args.workdir, exist_ok=True)
     report = {"machine": machine_info(), "vectors": args.vectors, "k": K, "queries": QUERIES}
     try:
-        phases = ["embed", "generate", "build", "query"] + (["compare"] if args.compare else [])
+        phases = [p for p in args.phases.split(",") if p != "compare" or args.compare]
         for name in phases:
             if name == "embed" and os.path.exists(os.path.join(args.workdir, "embeddings.npy")):
                 report[name] = "reused embeddings.npy from the work folder"
