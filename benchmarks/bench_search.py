@@ -358,7 +358,7 @@ def phase_compare(args) -> dict:
             index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
             index.train(x[np.random.default_rng(0).choice(len(x), min(len(x), nlist * 40), replace=False)])
             index.add(x)
-            index.nprobe = max(8, nlist // 16)
+            index.nprobe = max(8, nlist // 8)   # as pipeline/vectors/partition.py default_nprobe
             return index
         return build
 

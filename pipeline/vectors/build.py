@@ -124,11 +124,9 @@ def build_index(output: str, level: str = "segments", storage_options: dict | No
             report.skipped[run.run_id] = "its manifest records no fingerprint inputs (written by an older version)"
         else:
             candidates.append(run)
-    if not candidates:
-        if chosen and not report.skipped:
-            return report
-        if not report.skipped:
-            raise IndexBuildError(f"no published run under {output}")
+    if not chosen:
+        raise IndexBuildError(f"no published run under {output}")
+    if not candidates:   # every run skipped: the report says why
         return report
     existing = read_json_document(archive_doc_path(output, level), storage_options)
     fingerprint = check_one_fingerprint(candidates, existing)
