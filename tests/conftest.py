@@ -54,3 +54,12 @@ def spark():
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def labelled_archive(tmp_path_factory, tiny_checkpoint) -> dict:
+    """The search and custom-class tests' archive (tests/search_corpus.py): 503 generated files
+    labelled once with embeddings (run r1) and indexed. Tests that change it work on a copy."""
+    from tests.search_corpus import labelled_archive_fixture
+
+    return labelled_archive_fixture(tmp_path_factory, tiny_checkpoint)

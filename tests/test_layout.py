@@ -99,7 +99,7 @@ def test_import_check_sees_imports_inside_functions():
 # import the launcher's parts or the commands users run.
 STORAGE_FOLDERS = ("pipeline/runs", "pipeline/lakehouse")
 LAUNCH_AND_COMMANDS = ("pipeline.launch", "pipeline.main", "pipeline.report", "pipeline.evaluate",
-                       "pipeline.demo")
+                       "pipeline.demo", "pipeline.index", "pipeline.search", "pipeline.classify")
 
 
 def _is_within(name: str, package: str) -> bool:
@@ -145,7 +145,7 @@ def test_storage_import_check_sees_every_form_of_import():
     assert {"pipeline.launch", "pipeline.main", "pipeline.main.run", "pipeline.report"} <= names
 
 
-@pytest.mark.parametrize("folder", ["launch", "runs", "lakehouse", "demo", "console"])
+@pytest.mark.parametrize("folder", ["launch", "runs", "lakehouse", "demo", "console", "vectors", "classes"])
 def test_each_pipeline_folder_says_what_lives_there(folder):
     init = ROOT / "pipeline" / folder / "__init__.py"
     doc = ast.get_docstring(ast.parse(init.read_text())) or ""

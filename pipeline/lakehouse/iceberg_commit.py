@@ -87,13 +87,19 @@ def files_with_rows(paths: list[str], storage_options: dict | None = None) -> li
     return kept
 
 
-def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | None = None) -> int:
+def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | None = None,
+               partition: dict[str, str] | None = None) -> int:
     """Replace run ``run_id``'s files in ``table`` by ``files``, in one commit. Returns the new
-    snapshot id. ``files``: full URIs of Parquet files holding only this run's rows."""
-    from pyiceberg.expressions import EqualTo
+    snapshot id. ``files``: full URIs of Parquet files holding only this run's rows.
+    ``partition``: further partition columns the replaced files must match (custom_labels:
+    the classifier id), besides run_id."""
+    from pyiceberg.expressions import And, EqualTo
     from pyiceberg.io.pyarrow import parquet_files_to_data_files
     from pyiceberg.table import TableProperties
 
+    row_filter = EqualTo("run_id", run_id)
+    for column, value in (partition or {}).items():
+        row_filter = And(row_filter, EqualTo(column, value))
     properties = {RUN_ID_PROPERTY: run_id}
     properties.update({f"{COUNT_PROPERTY_PREFIX}{k}": str(v) for k, v in (counts or {}).items()
                        if isinstance(v, int)})
@@ -102,7 +108,7 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
             # Beam's files carry no Iceberg field ids; columns are matched by name.
             tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING:
                                  tx.table_metadata.schema().name_mapping.model_dump_json()})
-        earlier = [task.file for task in table.scan(row_filter=EqualTo("run_id", run_id)).plan_files()]
+        earlier = [task.file for task in table.scan(row_filter=row_filter).plan_files()]
         with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
             for data_file in earlier:
                 overwrite.delete_data_file(data_file)
@@ -126,3 +132,22 @@ def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]
         _LOG.info("Iceberg %s.%s: run %s committed as snapshot %d", namespace, table, run_id,
                   snapshots[table])
     return snapshots
+
+
+def publish_custom_labels(catalog, namespace: str, classifier_id: str, run_id: str, files: list[str],
+                          counts: dict[str, int], storage_options: dict | None = None) -> int:
+    """Commit one classifier's custom_labels files of one scored run to ``<namespace>.custom_labels``
+    (partitioned by classifier_id and run_id), replacing that partition's earlier files."""
+    from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
+
+    table = ensure_table(catalog, namespace, "custom_labels", CUSTOM_LABELS_SCHEMA)
+    if "classifier_id" not in {field.source_id and table.schema().find_column_name(field.source_id)
+                               for field in table.spec().fields}:
+        with table.update_spec() as spec:
+            spec.add_identity("classifier_id")
+        table = catalog.load_table(f"{namespace}.custom_labels")
+    snapshot = commit_run(table, run_id, files_with_rows(files, storage_options), counts,
+                          partition={"classifier_id": classifier_id})
+    _LOG.info("Iceberg %s.custom_labels: classifier %s, run %s committed as snapshot %d", namespace,
+              classifier_id, run_id, snapshot)
+    return snapshot

@@ -80,16 +80,18 @@ def attempt_files(attempt: Attempt, table: str, storage_options: dict | None = N
     return _listing(fs, where, "*.parquet")
 
 
-def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, list[str]]:
+def promote(attempt: Attempt, storage_options: dict | None = None,
+            tables: tuple[str, ...] = TABLE_NAMES) -> dict[str, list[str]]:
     """Move a finished attempt's table files into the table folders (step 1). Returns, per
     table, the files' paths relative to the output root, as the manifest records them. On a
-    failure the files already moved are moved back, and the error is raised."""
+    failure the files already moved are moved back, and the error is raised. ``tables``: the
+    label tables, or another table's folder (``custom_labels/classifier=<id>``)."""
     fs, root = _fs(attempt.output, storage_options)
     root = root.rstrip("/")
     moved: list[tuple[str, str]] = []
     files: dict[str, list[str]] = {}
     try:
-        for table in TABLE_NAMES:
+        for table in tables:
             _, target = _fs(published_table_dir(attempt.output, attempt.run_id, table), storage_options)
             fs.makedirs(target, exist_ok=True)
             files[table] = []
@@ -101,7 +103,7 @@ def promote(attempt: Attempt, storage_options: dict | None = None) -> dict[str, 
     except Exception:
         _move_back(fs, moved)
         raise
-    for table in TABLE_NAMES:   # now empty (on a local disk, folders remain)
+    for table in tables:   # now empty (on a local disk, folders remain)
         _, emptied = _fs(attempt.table_dir(table), storage_options)
         if fs.exists(emptied):
             fs.rm(emptied, recursive=True)
@@ -132,8 +134,14 @@ def _move_back(fs, moved: list[tuple[str, str]]) -> None:
 def write_manifest(output: str, run_id: str, manifest: dict, storage_options: dict | None = None) -> str:
     """Step 3, the swap: one small object, written whole (a PUT on object storage, a rename on a
     local disk), so it is the old manifest or the new one."""
-    fs, final = _fs(manifest_path(output, run_id), storage_options)
-    body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    return write_json_document(manifest_path(output, run_id), manifest, storage_options)
+
+
+def write_json_document(url: str, document: dict, storage_options: dict | None = None) -> str:
+    """Write one small JSON object whole (a PUT on object storage, a rename on a local disk):
+    readers see the old document or the new one. Every manifest is written this way."""
+    fs, final = _fs(url, storage_options)
+    body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
     if _is_local(fs):
         tmp = f"{final}.tmp-{secrets.token_hex(4)}"
         fs.pipe(tmp, body)
@@ -145,7 +153,13 @@ def write_manifest(output: str, run_id: str, manifest: dict, storage_options: di
 
 def read_manifest(output: str, run_id: str, storage_options: dict | None = None) -> dict | None:
     """The published manifest of a run id, or None when the run id never published."""
-    fs, path = _fs(manifest_path(output, run_id), storage_options)
+    return read_json_document(manifest_path(output, run_id), storage_options)
+
+
+def read_json_document(url: str, storage_options: dict | None = None) -> dict | None:
+    """A JSON document written by write_json_document, or None when there is none."""
+    fs, path = _fs(url, storage_options)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])
     try:
         return json.loads(fs.cat_file(path))
     except FileNotFoundError:
@@ -153,20 +167,23 @@ def read_manifest(output: str, run_id: str, storage_options: dict | None = None)
 
 
 def retire_other_attempts(output: str, run_id: str, manifest: dict,
-                          storage_options: dict | None = None) -> list[str]:
+                          storage_options: dict | None = None, tables: tuple[str, ...] = TABLE_NAMES,
+                          meta_dir: str | None = None) -> list[str]:
     """Step 4: remove every file of the run's table folders that the manifest does not name, and
-    every attempt folder but the published one. Returns what was removed."""
+    every attempt folder but the published one. Returns what was removed. ``tables`` and
+    ``meta_dir`` (the folder of the manifest and the attempts): as for ``promote``, for tables
+    published under a manifest of their own."""
     fs, root = _fs(output, storage_options)
     root = root.rstrip("/")
     keep = {f"{root}/{p}" for paths in manifest["files"].values() for p in paths}
     removed = []
-    for table in TABLE_NAMES:
+    for table in tables:
         _, folder = _fs(published_table_dir(output, run_id, table), storage_options)
         for path in _listing(fs, folder):
             if path not in keep:
                 fs.rm(path, recursive=True)
                 removed.append(path)
-    _, meta = _fs(run_meta_dir(output, run_id), storage_options)
+    _, meta = _fs(meta_dir or run_meta_dir(output, run_id), storage_options)
     fs.invalidate_cache(meta)
     for path in fs.ls(meta, detail=False) if fs.exists(meta) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]

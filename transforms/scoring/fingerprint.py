@@ -4,6 +4,9 @@ Two runs label a clip "the same way" only when their fingerprints are equal (and
 source is unchanged, transforms/io/incremental.py labelling_key), so --skip_labelled never keeps
 rows that the current settings would have written differently.
 
+The embedding fingerprint (:func:`embedding_fingerprint`) is the part of it that changes the
+model's pooled outputs: weights, config, feature settings, window and hop.
+
 What goes in: the checkpoint (weights, config.json, the effective preprocessor settings), the
 window geometry (length and hop in samples), the aggregation, the activation, the label
 selection (top_k, threshold, per-class thresholds and the label map, by content, never by path),
@@ -66,6 +69,36 @@ def selection_inputs(selection: LabelSelection) -> dict:
             "num_output_labels": len(selection.output_labels)}
 
 
+# What makes an embedding: the entries of fingerprint_inputs that change the model's pooled
+# output. Label settings (top_k, thresholds, label map, activation, aggregation) do not.
+EMBEDDING_INPUT_KEYS = ("weights_sha256", "config_sha256", "features", "window")
+
+
+def embedding_inputs(checkpoint: CheckpointInfo, geometry: WindowGeometry) -> dict:
+    """The checkpoint and window geometry as both fingerprints take them."""
+    return {
+        "weights_sha256": checkpoint.weights_sha256,
+        "config_sha256": checkpoint.file_sha256.get(CONFIG_FILE),
+        # The settings the features are computed with (preprocessor_config.json as read, with
+        # the defaults it leaves out), not the file's bytes: a reformatted file labels the same.
+        "features": dataclasses.asdict(checkpoint.features),
+        "window": {"window_samples": geometry.window_samples, "hop_samples": geometry.hop_samples,
+                   "sample_rate": geometry.sample_rate},
+    }
+
+
+def embedding_fingerprint(inputs: dict) -> str:
+    """The embedding fingerprint: SHA-256 over the weights, config, feature settings, window and
+    hop only, from :func:`fingerprint_inputs`' result (as a run's manifest records it under
+    ``fingerprint_inputs``) or from :func:`embedding_inputs`. Embeddings with equal embedding
+    fingerprints are comparable (the archive search and custom classes check it); runs that
+    differ only in label settings share one. Raises KeyError naming what the record lacks."""
+    missing = [k for k in EMBEDDING_INPUT_KEYS if k not in inputs]
+    if missing:
+        raise KeyError(f"fingerprint inputs lack {', '.join(missing)}")
+    return sha256_of_json({k: inputs[k] for k in EMBEDDING_INPUT_KEYS})
+
+
 def fingerprint_inputs(checkpoint: CheckpointInfo, geometry: WindowGeometry, selection: LabelSelection, *,
                        aggregation: str, activation: str, emit_scores: bool, emit_embeddings: str | None,
                        max_duration_seconds: float | None, precision: str,
@@ -76,13 +109,7 @@ def fingerprint_inputs(checkpoint: CheckpointInfo, geometry: WindowGeometry, sel
     return {
         "schema_version": schema_version,
         "rules_version": rules_version,
-        "weights_sha256": checkpoint.weights_sha256,
-        "config_sha256": checkpoint.file_sha256.get(CONFIG_FILE),
-        # The settings the features are computed with (preprocessor_config.json as read, with
-        # the defaults it leaves out), not the file's bytes: a reformatted file labels the same.
-        "features": dataclasses.asdict(checkpoint.features),
-        "window": {"window_samples": geometry.window_samples, "hop_samples": geometry.hop_samples,
-                   "sample_rate": geometry.sample_rate},
+        **embedding_inputs(checkpoint, geometry),
         "aggregation": aggregation,
         "activation": activation,
         "labels": selection_inputs(selection),

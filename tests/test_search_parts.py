@@ -1,0 +1,97 @@
+"""Small parts of search and custom classes, without a labelled archive: the embedding
+fingerprint, --where parsing, the saved classifier, and a partition's exact and approximate
+search against brute force."""
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.launch.options import LabelAudioOptions
+from pipeline.vectors.build import ROWS_SCHEMA
+from pipeline.vectors.partition import Partition, PartitionWriter, build_ann, write_ipc
+from pipeline.vectors.where import Where
+from transforms.audio.windowing import WindowGeometry
+from transforms.io.checkpoint import inspect_checkpoint
+from transforms.scoring.custom_classes import LinearClassifier, dumps, loads
+from transforms.scoring.fingerprint import embedding_fingerprint, embedding_inputs, run_fingerprint
+from transforms.scoring.labels import LabelSelection
+
+
+def _recorded_inputs(checkpoint, *argv):
+    opts = PipelineOptions(["--model", checkpoint.uri, *argv]).view_as(LabelAudioOptions)
+    selection = LabelSelection.load(checkpoint.labels, opts.top_k, opts.threshold, None, None)
+    return run_fingerprint(opts, checkpoint, selection)[1]
+
+
+def test_embedding_fingerprint_ignores_label_settings_only(tiny_checkpoint):
+    checkpoint = inspect_checkpoint(tiny_checkpoint)
+    base = embedding_fingerprint(_recorded_inputs(checkpoint))
+    for argv in (["--top_k", "2"], ["--threshold", "0.3"], ["--aggregate", "mean"], ["--activation", "softmax"],
+                 ["--emit_scores"], ["--emit_embeddings"]):
+        assert embedding_fingerprint(_recorded_inputs(checkpoint, *argv)) == base, argv
+    assert embedding_fingerprint(_recorded_inputs(checkpoint, "--hop_seconds", "5.12")) != base
+    # What the query side computes from the checkpoint alone equals what a manifest records.
+    geometry = WindowGeometry.for_features(checkpoint.features, None)
+    assert embedding_fingerprint(embedding_inputs(checkpoint, geometry)) == base
+    with pytest.raises(KeyError, match="window"):
+        embedding_fingerprint({"weights_sha256": "x", "config_sha256": "y", "features": {}})
+
+
+def test_where_parsing():
+    where = Where.parse(["label=Dog", "label=Cat", "time=:30", "source_prefix=s3://a/", "labelled_after=2026-12-01"])
+    assert where.labels == ("Dog", "Cat") and where.spans == ((None, 30.0),) and not where.empty
+    assert Where.parse([]).empty and Where.parse(["run_id=r"]).admits_run("r") and not Where.parse(["run_id=r"]).admits_run("s")
+    for bad in ("label", "colour=red", "time=5:1", "time=x:y", "labelled_before=yesterday"):
+        with pytest.raises(ValueError):
+            Where.parse([bad])
+
+
+def test_saved_classifier_round_trip_and_id():
+    rng = np.random.default_rng(0)
+    c = LinearClassifier("jingle", ("a", "b"), rng.standard_normal((2, 8)).astype(np.float32),
+                         np.zeros(2, np.float32), np.full(2, 0.5, np.float32), "f" * 64)
+    again = loads(dumps(c))
+    assert again.classifier_id == c.classifier_id and again.classifier_id.startswith("jingle-")
+    x = rng.standard_normal((5, 8))
+    np.testing.assert_allclose(again.scores(x), c.scores(x))
+    np.testing.assert_allclose(c.scores(x * 3), c.scores(x), atol=1e-6)   # scores normalised embeddings
+    changed = LinearClassifier("jingle", ("a", "b"), c.weights * 2, c.bias, c.thresholds, c.embedding_fingerprint)
+    assert changed.classifier_id != c.classifier_id
+    with pytest.raises(ValueError):
+        LinearClassifier("no spaces please", ("a",), np.zeros((1, 8)), np.zeros(1), np.zeros(1), "f")
+    with pytest.raises(ValueError, match="takes"):
+        c.scores(np.zeros((2, 7)))
+
+
+def test_partition_search_against_brute_force(tmp_path):
+    rng = np.random.default_rng(1)
+    n, d = 3000, 16
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    writer = PartitionWriter(str(tmp_path), n, ROWS_SCHEMA)
+    ids = np.arange(n)
+    writer.add(pa.RecordBatch.from_arrays([
+        pa.array([f"c{i}" for i in ids]), pa.array([f"c{i}" for i in ids]), pa.array(np.zeros(n), pa.int32()),
+        pa.array(np.zeros(n)), pa.array(np.ones(n)), pa.nulls(n, ROWS_SCHEMA.field("labels").type),
+        pa.array(["r"] * n), pa.array(ids, pa.int32())], schema=ROWS_SCHEMA), x)
+    vectors = writer.finish()
+    write_ipc(str(tmp_path / "clips.arrow"), pa.table({"clip_id": [f"c{i}" for i in ids]}))
+    import faiss
+
+    faiss.write_index(build_ann(vectors, 32), str(tmp_path / "ann.faiss"))
+    partition = Partition(str(tmp_path), {"run_id": "r", "nprobe": 8, "exact_max": 100})
+    allowed = rng.random(n) < 0.3
+    for q in x[:20]:
+        truth = np.argsort(-(x @ q), kind="stable")[:10]
+        scores, found = partition.exact(q, 10)
+        assert found.tolist() == truth.tolist()
+        approx_scores, approx = partition.search(q, 10, nprobe=32)   # every cell: exact after rerank
+        assert approx.tolist() == truth.tolist()
+        np.testing.assert_allclose(approx_scores, x[truth] @ q, atol=1e-6)
+        kept = np.flatnonzero(allowed)
+        truth = kept[np.argsort(-(x[kept] @ q), kind="stable")[:10]]
+        assert partition.search(q, 10, allowed, nprobe=32)[1].tolist() == truth.tolist()
+    few = np.zeros(n, bool)
+    few[[5, 900, 2999]] = True          # fewer matches than k: all of them, best first
+    got = partition.search(x[0], 10, few)[1]
+    assert sorted(got.tolist()) == [5, 900, 2999]

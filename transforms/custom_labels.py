@@ -1,0 +1,112 @@
+"""Beam glue: score the stored window embeddings of published runs with a custom classifier
+(transforms/scoring/custom_classes.py) into custom_labels rows; no model runs.
+
+    segments files -> (clip id, window) --+
+                                          +-> CoGroupByKey(clip id) -> rows (one per window and label)
+    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, rows)
+
+The join gives every row its clip's ``labelled_at`` (readers apply the current-labels rule to
+custom_labels as to clips) and checks that every window has its clip: a window without one, two
+clip rows for one id, or a missing embedding fails the job (the run is not what its manifest
+says), it never drops a row.
+"""
+from __future__ import annotations
+
+import datetime
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+
+from transforms.io.storage import Storage, resolve_storage_options
+from transforms.scoring.custom_classes import LinearClassifier
+
+SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds", "embedding"]
+WINDOWS, ROWS, CLIPS = "windows", "rows", "clips"
+READ_BATCH = 4096
+
+
+class ReadParquetRows(beam.DoFn):
+    """A Parquet file URI -> (clip_id, row) for each row (only ``columns``), a batch at a time."""
+
+    def __init__(self, columns: list[str], storage_options: dict | None = None):
+        self._columns = list(columns)
+        self._storage_options = storage_options or {}
+        self._storage = None
+
+    def setup(self):
+        self._storage = Storage(resolve_storage_options(self._storage_options))
+
+    def process(self, uri: str):
+        if self._storage is None:
+            self.setup()
+        with self._storage.open(uri) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=self._columns):
+                for row in batch.to_pylist():
+                    yield row["clip_id"], row
+
+
+class ScoreClipWindows(beam.DoFn):
+    """(clip_id, {"windows": [...], "clips": [...]}) -> custom_labels rows, and tallies."""
+
+    def __init__(self, classifier_json: dict, run_id: str):
+        self._doc = classifier_json
+        self._run_id = run_id
+        self._classifier = None
+
+    def setup(self):
+        self._classifier = LinearClassifier.from_json(self._doc)
+        self._id = self._classifier.classifier_id
+
+    def process(self, element):
+        if self._classifier is None:
+            self.setup()
+        clip_id, grouped = element
+        windows, clips = list(grouped[WINDOWS]), list(grouped[CLIPS])
+        if len(clips) != 1:
+            raise ValueError(f"run {self._run_id}: clip {clip_id} has {len(clips)} clips rows for "
+                             f"{len(windows)} segments rows; the run's tables do not match its manifest")
+        if not windows:
+            return   # a clip whose windows went elsewhere cannot happen; a clip without windows scores nothing
+        missing = [w["window_index"] for w in windows if w["embedding"] is None]
+        if missing:
+            raise ValueError(f"run {self._run_id}: clip {clip_id} windows {missing[:5]} have no embedding")
+        windows.sort(key=lambda w: w["window_index"])
+        scores = self._classifier.scores(np.asarray([w["embedding"] for w in windows], np.float32))
+        labelled_at = clips[0]["labelled_at"]
+        scored_at = datetime.datetime.now(datetime.timezone.utc)
+        c = self._classifier
+        for window, row_scores in zip(windows, scores):
+            for label, score, threshold in zip(c.labels, row_scores, c.thresholds):
+                yield {"classifier_id": self._id, "label": label, "clip_id": clip_id,
+                       "source_uri": window["source_uri"], "window_index": window["window_index"],
+                       "start_seconds": window["start_seconds"], "end_seconds": window["end_seconds"],
+                       "score": float(score), "positive": bool(score >= threshold), "run_id": self._run_id,
+                       "labelled_at": labelled_at, "scored_at": scored_at}
+        yield beam.pvalue.TaggedOutput("tally", (WINDOWS, len(windows)))
+        yield beam.pvalue.TaggedOutput("tally", (ROWS, len(windows) * len(c.labels)))
+        yield beam.pvalue.TaggedOutput("tally", (CLIPS, 1))
+
+
+class SumTallies(beam.CombineFn):
+    """(name, n) -> {name: total}; every name present (0 when nothing came)."""
+
+    def __init__(self, names: tuple[str, ...] = (WINDOWS, ROWS, CLIPS)):
+        self._names = names
+
+    def create_accumulator(self):
+        return dict.fromkeys(self._names, 0)
+
+    def add_input(self, acc, tally):
+        acc[tally[0]] = acc.get(tally[0], 0) + tally[1]
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for acc in accs:
+            for k, v in acc.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def extract_output(self, acc):
+        return acc
