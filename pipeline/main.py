@@ -170,10 +170,10 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
             raise UsageError(str(e)) from e
         run_id = opts.run_id or new_run_id()
         attempt = Attempt.new(opts.output, run_id)
-        lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
         try:
+            lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
             lease.acquire()
-        except (LeaseHeldError, ValueError) as e:
+        except (LeaseHeldError, ValueError) as e:   # ValueError: a bad AUDIO_LABELLING_LEASE_SECONDS
             raise UsageError(str(e)) from e
         try:
             _reconcile_output(opts, catalog, storage, attempt, lease)

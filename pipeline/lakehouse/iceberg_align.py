@@ -34,6 +34,7 @@ class IcebergAlignment:
         self.namespace = namespace
         self.output = output
         self.storage_options = storage_options
+        self._seen: dict[str, dict[str, list[str]]] | None = None
 
     def _tables(self) -> dict:
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -47,9 +48,11 @@ class IcebergAlignment:
         return found
 
     def run_ids(self) -> set[str]:
-        """Run ids with files in any of the tables now (one scan plan per table)."""
-        runs = set()
-        for table in self._tables().values():
+        """Run ids with files in any of the tables now: one scan plan per table, kept for the
+        read-only ``disagreements`` that follow (``align`` reads the tables again)."""
+        self._seen = {}
+        for name, table in self._tables().items():
+            by_run = self._seen.setdefault(name, {})
             if table.current_snapshot() is None:
                 continue
             for task in table.scan().plan_files():
@@ -58,8 +61,8 @@ class IcebergAlignment:
                     _LOG.warning("Iceberg %s: data file %s is in no run_id= folder; left alone",
                                  table.name(), task.file.file_path)
                 else:
-                    runs.add(run_id)
-        return runs
+                    by_run.setdefault(run_id, []).append(task.file.file_path)
+        return {run_id for by_run in self._seen.values() for run_id in by_run}
 
     def _wanted(self, run_id: str, manifest: dict | None, table: str, current: list[str]) -> list[str] | None:
         """The files ``table`` should hold for the run (URIs), or None: leave the run alone."""
@@ -78,11 +81,17 @@ class IcebergAlignment:
             return current   # in line: Iceberg holds no file without rows
         return files_with_rows(listed, self.storage_options)
 
-    def disagreements(self, run_id: str, manifest: dict | None) -> dict[str, tuple[list[str], list[str]]]:
-        """Per table where the run's files differ from the manifest's: (files now, files wanted)."""
+    def disagreements(self, run_id: str, manifest: dict | None,
+                      tables: dict | None = None) -> dict[str, tuple[list[str], list[str]]]:
+        """Per table where the run's files differ from the manifest's: (files now, files wanted).
+        From what ``run_ids`` saw, unless ``tables`` (loaded now) are given."""
+        if tables is None and self._seen is None:
+            self.run_ids()
         found = {}
-        for name, table in self._tables().items():
-            current = [f.file_path for f in run_data_files(table, run_id)]
+        names = tables if tables is not None else self._seen
+        for name in names:
+            current = ([f.file_path for f in run_data_files(tables[name], run_id)] if tables is not None
+                       else self._seen[name].get(run_id, []))
             wanted = self._wanted(run_id, manifest, name, current)
             if wanted is not None and {bare_path(p) for p in current} != {bare_path(p) for p in wanted}:
                 found[name] = (current, wanted)
@@ -94,7 +103,7 @@ class IcebergAlignment:
         committed."""
         committed = []
         tables = self._tables()
-        for name, (current, wanted) in self.disagreements(run_id, manifest).items():
+        for name, (current, wanted) in self.disagreements(run_id, manifest, tables).items():
             if check is not None:
                 check()
             counts = (manifest or {}).get("counts")

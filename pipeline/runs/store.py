@@ -130,5 +130,22 @@ def remove_tree(fs, folder: str) -> list[str]:
             fs.rm_file(path)
         except FileNotFoundError:
             pass
+    # Stores with real folders behind an S3 face (SeaweedFS's filer) keep the emptied folders
+    # listed until they are deleted too; on S3 proper there are none and the deletes are no-ops.
+    _fresh(fs, folder)
+    try:
+        left = [p for p, i in fs.find(folder, withdirs=True, detail=True).items() if i.get("type") == "directory"]
+    except FileNotFoundError:
+        left = []
+    parents = {f.rsplit("/", 1)[0] for f in files}
+    for path in list(parents):
+        while path.startswith(folder + "/"):
+            path = path.rsplit("/", 1)[0]
+            parents.add(path)
+    for path in sorted(set(left) | parents | {folder}, key=lambda p: p.count("/"), reverse=True):
+        try:
+            fs.rm_file(path)
+        except (FileNotFoundError, OSError):
+            pass
     _fresh(fs, folder)
     return files
