@@ -195,8 +195,6 @@ def _reconcile_output(opts, catalog, storage, attempt: Attempt, lease: RunLease)
     try:
         report = reconcile(opts.output, storage.fsspec_options(), iceberg=alignment,
                            held={attempt.run_id: lease}, keep_attempts={attempt.attempt_id})
-    except LeaseHeldError:
-        raise
     except Exception as e:
         _LOG.error("reconciling %s failed (%s: %s); the next launch retries", opts.output, type(e).__name__, e)
         return
@@ -217,7 +215,6 @@ def _publish(opts, catalog, so, attempt: Attempt, lease: RunLease, manifest: dic
                     stats=attempt.stats_dir[len(opts.output.rstrip("/")) + 1:])
     committed: dict[str, list[str]] = {}
     try:
-        lease.check()
         if catalog is not None:
             from pipeline.lakehouse.iceberg_commit import publish_run
 
@@ -225,7 +222,7 @@ def _publish(opts, catalog, so, attempt: Attempt, lease: RunLease, manifest: dic
             uris = {t: output_uris(opts.output, files[t], so) for t in files}
             relative = {u: p for t in files for u, p in zip(uris[t], files[t])}
             snapshots = publish_run(catalog, opts.iceberg_namespace, run_id, uris, counts, so,
-                                    committed=committed)
+                                    committed=committed, check=lease.check)
             manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
                                    "snapshots": snapshots,
                                    "files": {t: [relative[u] for u in us] for t, us in committed.items()}}

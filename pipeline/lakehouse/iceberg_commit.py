@@ -141,11 +141,13 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
 
 
 def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]], counts: dict[str, int],
-                storage_options: dict | None = None, committed: dict[str, list[str]] | None = None) -> dict[str, int]:
+                storage_options: dict | None = None, committed: dict[str, list[str]] | None = None,
+                check=None) -> dict[str, int]:
     """Commit the run's published files (full URIs per table, pipeline/runs/publish.py) to every label
     table's Iceberg table; snapshot id per table. ``committed`` is filled as the commits land:
     per table, the files it now holds for the run (those with rows), so a caller whose later
-    step fails knows what to undo (``withdraw_run``)."""
+    step fails knows what to undo (``withdraw_run``). ``check`` is called before each commit
+    (the launcher's lease check)."""
     from schemas.tables import TABLES
 
     snapshots = {}
@@ -154,6 +156,8 @@ def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]
             killpoint.reached("between-iceberg-commits")
         iceberg_table = ensure_table(catalog, namespace, table, schema)
         with_rows = files_with_rows(files.get(table, []), storage_options)
+        if check is not None:
+            check()
         snapshots[table] = commit_run(iceberg_table, run_id, with_rows, counts)
         if committed is not None:
             committed[table] = with_rows
