@@ -97,8 +97,13 @@ def test_failed_attempts_are_removed_once_old_and_the_command_reports(tmp_path, 
     assert not os.path.exists(old.root) and os.path.isdir(recent.root)
     assert reconcile_main(["--output", output, "--failed_attempt_days", "0"]) == 0
     assert not os.path.exists(recent.root)
+    # A clock probe a killed process left in _runs/ itself, an hour old, goes too.
+    probe = os.path.join(output, "_runs", "_CLOCK-0123456789ab")
+    open(probe, "wb").close()
+    os.utime(probe, (time.time() - 7200, time.time() - 7200))
     assert reconcile_main(["--output", output]) == 0
     assert capsys.readouterr().out.strip().endswith("nothing to reconcile")
+    assert not os.path.exists(probe)
 
 
 def test_the_command_exits_1_naming_run_ids_it_left_to_their_launcher(tmp_path, capsys):

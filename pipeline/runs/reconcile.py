@@ -211,6 +211,12 @@ def reconcile(output: str, storage_options: dict | None = None, *, iceberg=None,
     runs = survey(output, storage_options, foreign=report.foreign)
     in_iceberg = iceberg.run_ids() if iceberg is not None else set()
     now = store.storage_now(fs, f"{root}/{RUNS_DIR}")
+    if not dry_run:
+        # Clock probes of this very folder that a killed process left: nobody's run, no lease needed.
+        for name, info in store.children(fs, f"{root}/{RUNS_DIR}").items():
+            stamp = store.modified(info)
+            if name.startswith("_CLOCK-") and info.get("type") == "file" and stamp and now - stamp > _LEFTOVER_AGE:
+                store.remove_file(fs, info["name"])
     for run_id in sorted(set(runs) | {r for r in in_iceberg if is_run_id(r)}):
         state = runs.get(run_id) or survey(output, storage_options, only=run_id)[run_id]
         if state.unreadable:
