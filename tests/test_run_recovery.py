@@ -258,7 +258,7 @@ def test_a_failed_commit_midway_leaves_every_iceberg_table_readable(tmp_path, s3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["local"])   # the store's clock on SeaweedFS: tests/test_run_lease.py
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_launcher_that_lost_its_lease_publishes_nothing_and_deletes_nothing(where, tmp_path, s3_server,
                                                                               tiny_checkpoint, monkeypatch):
     """Finding 3: launcher A stalls (SIGSTOP at its last check before moving its files) past its
