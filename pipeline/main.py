@@ -22,13 +22,15 @@ from pipeline.launch.options import (  # noqa: E402
 from pipeline.launch.storage_settings import StorageSettings  # noqa: E402
 from pipeline.launch.worker_reach import check_worker_reach, runner_name  # noqa: E402
 from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
-from pipeline.runs.layout import Attempt, manifest_path  # noqa: E402
-from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
-from pipeline.runs.publish import (  # noqa: E402
-    check_writable, finished_clip_files, finished_shard_stats_files, package_versions, promote, redact,
-    retire_other_attempts, unpromote, write_manifest)
 from pipeline.console.failure_report import FailedRun, where  # noqa: E402
 from pipeline.console.live_progress import JobProgress, ProgressDisplay, run_watched  # noqa: E402
+from pipeline.runs import killpoint  # noqa: E402
+from pipeline.runs.layout import Attempt, InvalidRunId, check_run_id, manifest_path  # noqa: E402
+from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
+from pipeline.runs.publish import (  # noqa: E402
+    check_writable, finished_clip_files, finished_shard_stats_files, output_uris, package_versions, promote,
+    read_manifest, redact, retire_other_attempts, unpromote, write_manifest)
+from pipeline.runs.reconcile import reconcile  # noqa: E402
 from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSummary  # noqa: E402
 from transforms.io.checkpoint import CheckpointError  # noqa: E402
 from transforms.io.hub_models import inspect_model  # noqa: E402
@@ -80,6 +82,11 @@ def validate(opts: LabelAudioOptions) -> None:
     if not 0.0 <= opts.max_error_fraction <= 1.0:
         raise UsageError(f"--max_error_fraction must be between 0 and 1 (1.0 disables the check), "
                          f"got {opts.max_error_fraction:g}")
+    if opts.run_id is not None:
+        try:
+            check_run_id(opts.run_id)
+        except InvalidRunId as e:
+            raise UsageError(str(e)) from e
     if opts.max_sample_bytes < 1:
         raise UsageError(f"--max_sample_bytes must be at least 1, got {opts.max_sample_bytes}")
     if opts.backend == "mindnlp":
@@ -185,12 +192,13 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
             return survey_inputs(opts, storage.fsspec_options(), checkpoint)
         run_id = opts.run_id or new_run_id()
         attempt = Attempt.new(opts.output, run_id)
-        lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
         try:
+            lease = RunLease(opts.output, run_id, attempt.attempt_id, storage.fsspec_options())
             lease.acquire()
-        except LeaseHeldError as e:
+        except (LeaseHeldError, ValueError) as e:   # ValueError: a bad AUDIO_LABELLING_LEASE_SECONDS
             raise UsageError(str(e)) from e
         try:
+            _reconcile_output(opts, catalog, storage, attempt, lease)
             return _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt, lease,
                                 result_view)
         finally:
@@ -222,6 +230,88 @@ def _label_selection(opts, checkpoint):
                                    opts.class_thresholds, opts.label_map)
     except (ValueError, OSError) as e:
         raise UsageError(f"--threshold {opts.threshold}, --top_k {opts.top_k}: {e}") from e
+
+
+def _reconcile_output(opts, catalog, storage, attempt: Attempt, lease: RunLease) -> None:
+    """Before this attempt's job: repair what earlier launchers into the output root left
+    (pipeline/runs/reconcile.py). A run id it cannot repair now (its lease is live, the store
+    refuses) is logged and left for the next launch; this run goes on either way."""
+    alignment = None
+    if catalog is not None:
+        from pipeline.lakehouse.iceberg_align import IcebergAlignment
+
+        alignment = IcebergAlignment(catalog, opts.iceberg_namespace, opts.output, storage.fsspec_options())
+    try:
+        report = reconcile(opts.output, storage.fsspec_options(), iceberg=alignment,
+                           held={attempt.run_id: lease}, keep_attempts={attempt.attempt_id})
+    except Exception as e:
+        _LOG.error("reconciling %s failed (%s: %s); the next launch retries", opts.output, type(e).__name__, e)
+        return
+    if report.done or report.skipped or report.failed or report.missing:
+        _LOG.warning("reconciled the output root:\n%s", scrub_text(report.render()))
+
+
+def _publish(opts, catalog, so, attempt: Attempt, lease: RunLease, manifest: dict, counts: dict,
+             clock: "StageClock") -> None:
+    """Steps 1-4 of pipeline/runs/publish.py, the lease checked before each. Until the manifest
+    is swapped, any failure (a lost lease included) undoes what this attempt did: its Iceberg
+    commits are rolled back (only where nobody committed since), then its files moved back. A
+    kill leaves the same to reconciliation."""
+    run_id = attempt.run_id
+    lease.check()
+    killpoint.reached("before-promote")
+    files = promote(attempt, so)
+    manifest.update(attempt=attempt.attempt_id, files=files,
+                    stats=attempt.stats_dir[len(opts.output.rstrip("/")) + 1:])
+    committed: dict[str, list[str]] = {}
+    try:
+        if catalog is not None:
+            from pipeline.lakehouse.iceberg_commit import publish_run
+
+            # Before the manifest: a run whose Iceberg commit failed is not published either.
+            uris = {t: output_uris(opts.output, files[t], so) for t in files}
+            relative = {u: p for t in files for u, p in zip(uris[t], files[t])}
+            snapshots = publish_run(catalog, opts.iceberg_namespace, run_id, uris, counts, so,
+                                    committed=committed, check=lease.check)
+            manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
+                                   "snapshots": snapshots,
+                                   "files": {t: [relative[u] for u in us] for t, us in committed.items()}}
+        lease.check()
+        killpoint.reached("before-manifest")
+        clock.lap("publish")
+        # Where the run's time went, by the launcher's clock (the report's throughput chart).
+        manifest["timings"]["stages"] = clock.stages
+        write_manifest(opts.output, run_id, manifest, so)
+    except BaseException:
+        _withdraw(opts, catalog, so, attempt, files, committed)
+        raise
+
+
+def _withdraw(opts, catalog, so, attempt: Attempt, files: dict, committed: dict) -> None:
+    """Undo an unpublished attempt's commits and moves (best effort; reconciliation finishes)."""
+    if committed:
+        from pipeline.lakehouse.iceberg_commit import withdraw_run
+
+        try:
+            previous = read_manifest(opts.output, attempt.run_id, so) or {}
+            record = previous.get("iceberg") or {}
+            if isinstance(record.get("files"), dict):
+                restore = {t: output_uris(opts.output, ps, so) for t, ps in record["files"].items()}
+            else:
+                from pipeline.lakehouse.iceberg_commit import files_with_rows
+
+                restore = {t: files_with_rows(output_uris(opts.output, ps, so), so)
+                           for t, ps in (previous.get("files") or {}).items()}
+            withdraw_run(catalog, opts.iceberg_namespace, attempt.run_id, committed, restore,
+                         previous.get("counts"))
+        except Exception as e:
+            # The tables still name the moved files: leave them where they are, so every table
+            # still scans; the next reconciliation rolls the tables back, then moves them.
+            _LOG.error("run %s: rolling back the Iceberg commits failed (%s: %s); the files stay in the "
+                       "table folders until the next launch reconciles the output root", attempt.run_id,
+                       type(e).__name__, e)
+            return
+    unpromote(attempt, files, so)
 
 
 def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt: Attempt,
@@ -280,34 +370,13 @@ def _run_attempt(options, opts, checkpoint, selection, catalog, storage, attempt
     manifest = build_manifest(opts, checkpoint, summary, started, finished, storage.public)
     manifest.update(labelling_fingerprint=fingerprint, fingerprint_inputs=fingerprint_inputs)
     clock.lap("accounting")
-    lease.check()
-    files = promote(attempt, so)
-    manifest.update(attempt=attempt.attempt_id, files=files,
-                    stats=attempt.stats_dir[len(opts.output.rstrip("/")) + 1:])
-    if catalog is not None:
-        from pipeline.lakehouse.iceberg_commit import publish_run
-        from pipeline.runs.publish import published_files
-
-        try:
-            # Before the manifest: a run whose Iceberg commit failed is not published either.
-            snapshots = publish_run(catalog, opts.iceberg_namespace, run_id,
-                                    {t: published_files(opts.output, run_id, t, so, manifest) for t in files},
-                                    summary.counts(), so)
-        except BaseException:
-            unpromote(attempt, files, so)
-            raise
-        manifest["iceberg"] = {"catalog": opts.iceberg_catalog, "namespace": opts.iceberg_namespace,
-                               "snapshots": snapshots}
-    clock.lap("publish")
-    # Where the run's time went, by the launcher's clock (the report's throughput chart).
-    manifest["timings"]["stages"] = clock.stages
-    write_manifest(opts.output, run_id, manifest, so)
+    _publish(opts, catalog, so, attempt, lease, manifest, summary.counts(), clock)
     summary.published = True
     _LOG.info("run %s published: %d clips, %d errors, %d segments rows (manifest %s)", run_id,
               summary.labelled, summary.errored, summary.segment_rows, where(manifest_path(opts.output, run_id)))
     try:
-        retire_other_attempts(opts.output, run_id, manifest, so)
-    except Exception as e:   # published all the same; the next publication of the run id retries
+        retire_other_attempts(opts.output, run_id, manifest, so, check=lease.check)
+    except Exception as e:   # published all the same; the next reconciliation retries
         _LOG.error("run %s: published, but removing earlier attempts failed (%s: %s)", run_id,
                    type(e).__name__, e)
     return summary
@@ -391,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {scrub_text(str(e))}", file=sys.stderr)
         return 2
-    except (ErrorFractionExceeded, NothingDiscoveredError, AccountingError) as e:
+    except (ErrorFractionExceeded, NothingDiscoveredError, AccountingError, LeaseHeldError) as e:
         failed = getattr(e, "failed_run", None)
         print(scrub_text(failed.render(str(e)) if failed else f"error: {e}"), file=sys.stderr)
         return 1

@@ -411,6 +411,18 @@ def build_report(run: str, out: str) -> str:
     if all(t is None for t in found.values()):
         raise FileNotFoundError(f"{run} names neither clips nor errors Parquet files: is it <output>/_runs/<run_id>?")
     clips, errors = (found[n] if found[n] is not None else TABLES[n].empty_table() for n in ("clips", "errors"))
+    if fs.isdir(f"{root.rstrip('/')}/_runs"):
+        # An output root: its current labels, read through the runs' manifests.
+        heading = f"Current labels of {run}"
+        charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
+                  windows_chart(None, clips),
+                  Chart("throughput", "Throughput", None, "skipped: the current labels span runs; report a run "
+                        "folder (<output>/_runs/<run_id>) for its throughput")]
+        notes = ["Current labels: one row per clip from the latest published run that labelled it (by "
+                 "labelled_at, ties by run_id), read from the files the runs' manifests name. Errors: the "
+                 "latest error of each input that no later run labelled."]
+        return _write_report(out, charts, render_html(run, charts, clips, errors, None, heading=heading,
+                                                      notes=notes))
     timings = read_run_timings(run)
     manifest = read_manifest_file(fs, f"{root.rstrip('/')}/{MANIFEST_FILE}")
     charts = [label_frequency_chart(clips), score_histogram_chart(clips), errors_chart(errors),
@@ -485,6 +497,8 @@ def build_iceberg_report(catalog, namespace: str, run_id: str | None, out: str) 
 
 def default_out(run: str) -> str:
     fs, root = fsspec.core.url_to_fs(run)
+    if fs.isdir(f"{root.rstrip('/')}/_runs"):
+        return "report_current"   # an output root: never write into it
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("file", "local"):
         return os.path.join(root, "report")
@@ -495,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a run folder: <output>/_runs/<run_id> (path or fsspec URL)")
+    source.add_argument("--run", help="a run folder: <output>/_runs/<run_id>, or an output root for its current "
+                                      "labels (path or fsspec URL)")
     add_iceberg_source_arguments(parser, source, "report this run's rows; without it, the archive's current "
                                                  "labels and the errors of inputs still not labelled",
                                  output_flags=("--output", "--iceberg_output"))

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.demo.audio import noise, tone, write_audio
 from pipeline.main import run
-from pipeline.runs.publish import finished_runs
+from pipeline.runs.publish import finished_runs, published_table_files
 from pipeline.runs.summary import read_table
 from schemas.tables import TABLES
 
@@ -125,13 +125,18 @@ def _check_current(out: str, rows: list[dict]) -> None:
 
 
 def test_current_labels_in_duckdb(archive_runs):
+    # The documented view: the files the manifests name (right at every moment).
+    files = published_table_files(archive_runs, "clips")
     con = duckdb.connect()
-    con.sql(f"CREATE VIEW clips AS SELECT * FROM read_parquet('{archive_runs}/clips/*/*.parquet', "
+    con.sql(f"CREATE VIEW clips AS SELECT * FROM read_parquet({files!r})")
+    _check_current(archive_runs, con.sql(_current_labels_sql()).arrow().read_all().to_pylist())
+    # At rest (no launcher publishing, nothing left by a killed one), the glob view agrees.
+    con.sql(f"CREATE OR REPLACE VIEW clips AS SELECT * FROM read_parquet('{archive_runs}/clips/*/*.parquet', "
             "hive_partitioning = true)")
     _check_current(archive_runs, con.sql(_current_labels_sql()).arrow().read_all().to_pylist())
 
 
 def test_current_labels_in_spark_sql(archive_runs, spark):
-    spark.read.parquet(os.path.join(archive_runs, "clips")).createOrReplaceTempView("clips")
+    spark.read.parquet(*published_table_files(archive_runs, "clips")).createOrReplaceTempView("clips")
     rows = [r.asDict(recursive=True) for r in spark.sql(_current_labels_sql()).collect()]
     _check_current(archive_runs, rows)

@@ -3,6 +3,7 @@ import datetime
 import json
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -55,10 +56,14 @@ def test_an_expired_lease_is_taken_over(tmp_path, tiny_checkpoint, caplog):
     write_good(str(audio))
     out = str(tmp_path / "out")
     os.makedirs(run_meta_dir(out, "nightly"))
-    expired = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).isoformat()
+    # Written six minutes ago by the store's clock (a local disk's is this machine's): past the
+    # default five. Its expires_at says it is still valid: the writer's clock is not believed.
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).isoformat()
     with open(lease_path(out, "nightly"), "w") as f:
         json.dump({"run_id": "nightly", "token": "dead", "holder": "a-launcher-that-died",
-                   "expires_at": expired}, f)
+                   "host": "another-machine", "pid": 1, "seconds": 300, "expires_at": later}, f)
+    six_minutes_ago = time.time() - 360
+    os.utime(lease_path(out, "nightly"), (six_minutes_ago, six_minutes_ago))
     assert main(["--input", str(audio), "--output", out, "--model", tiny_checkpoint, "--run_id", "nightly"]) == 0
     assert "taking over an expired lease" in caplog.text and "a-launcher-that-died" in caplog.text
     assert finished_runs(out) == ["nightly"]
@@ -104,3 +109,74 @@ def test_a_lease_renews_itself_and_notices_when_it_was_taken(tmp_path):
         lease.release()
     # Not ours any more: release leaves the other holder's lease alone.
     assert json.load(open(lease_path(out, "r")))["token"] == "someone-else"
+
+
+def _write_lease(fs, path, **fields):
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps({"run_id": "r", "token": "theirs", "holder": "their-attempt", **fields}).encode())
+
+
+def _where(where, s3_server, tmp_path):
+    if where == "local":
+        import fsspec
+        return str(tmp_path / "out"), None, fsspec.filesystem("file")
+    return (f"s3://{s3_server.bucket}/lease-{uuid.uuid4().hex[:8]}", s3_server.storage_options(),
+            s3_server.filesystem())
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_expiry_is_judged_by_the_stores_clock(where, s3_server, tmp_path):
+    """A lease its holder just wrote is live whatever the holder's clock said: one whose clock runs
+    five minutes behind writes an expires_at already past (the old rule took such a lease over)."""
+    out, options, fs = _where(where, s3_server, tmp_path)
+    behind = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)).isoformat()
+    _write_lease(fs, lease_path(out, "r").removeprefix("s3://"), host="elsewhere", pid=1, seconds=300,
+                 expires_at=behind)
+    with pytest.raises(LeaseHeldError, match="being run by another launcher"):
+        RunLease(out, "r", "me", options, settle_seconds=0.2).acquire()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_holder_in_another_pid_namespace_is_never_judged_gone(where, s3_server, tmp_path):
+    """Containers sharing a host name: a pid that is free here says nothing about another pid
+    namespace's launcher; only expiry frees its lease. In this namespace the same dead pid does."""
+    from pipeline.runs.lease import process_identity
+
+    out, options, fs = _where(where, s3_server, tmp_path)
+    me = process_identity()
+    dead = {**me, "pid": 2 ** 22 + 12345, "process_start": "1"}   # above pid_max: never running
+    _write_lease(fs, lease_path(out, "r").removeprefix("s3://"), **{**dead, "pid_namespace": "pid:[1]"}, seconds=300)
+    with pytest.raises(LeaseHeldError, match="being run by another launcher"):
+        RunLease(out, "r", "me", options, settle_seconds=0.2).acquire()
+    _write_lease(fs, lease_path(out, "r").removeprefix("s3://"), **dead, seconds=300)
+    lease = RunLease(out, "r", "me", options, settle_seconds=0.2).acquire()
+    lease.check()
+    lease.release()
+
+
+def test_a_lost_lease_stays_lost(tmp_path):
+    """RunLease.lost (set by the renewer when it found the lease taken) is honoured by check,
+    even when the lease file reads as ours again."""
+    out = str(tmp_path / "out")
+    lease = RunLease(out, "r", "me").acquire()
+    try:
+        lease.check()
+        lease.lost = True
+        with pytest.raises(LeaseHeldError, match="lost its lease"):
+            lease.check()
+    finally:
+        lease.release()
+
+
+def test_a_lease_not_renewed_in_time_fails_its_check(tmp_path):
+    """Less than a third of the lease left by the store's clock: another launcher may take it over
+    any moment, so its holder must not start a destructive step."""
+    out = str(tmp_path / "out")
+    lease = RunLease(out, "r", "me", seconds=300).acquire()
+    try:
+        old = time.time() - 250
+        os.utime(lease_path(out, "r"), (old, old))
+        with pytest.raises(LeaseHeldError, match="last renewed"):
+            lease.check()
+    finally:
+        lease.release()

@@ -23,12 +23,16 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.runs import killpoint
+
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "audio_labelling"
 # Keys of the snapshot summary this project writes (Iceberg keeps them with the snapshot).
 RUN_ID_PROPERTY = "audio-labelling.run-id"
 COUNT_PROPERTY_PREFIX = "audio-labelling."
+# Set on commits that undo or repair a run's files rather than publish an attempt.
+ACTION_PROPERTY = "audio-labelling.action"
 
 
 class IcebergSetupError(ValueError):
@@ -87,28 +91,52 @@ def files_with_rows(paths: list[str], storage_options: dict | None = None) -> li
     return kept
 
 
-def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | None = None,
-               partition: dict[str, str] | None = None) -> int:
-    """Replace run ``run_id``'s files in ``table`` by ``files``, in one commit. Returns the new
-    snapshot id. ``files``: full URIs of Parquet files holding only this run's rows.
-    ``partition``: further partition columns the replaced files must match (custom_labels:
-    the classifier id), besides run_id."""
-    from pyiceberg.expressions import And, EqualTo
-    from pyiceberg.io.pyarrow import parquet_files_to_data_files
-    from pyiceberg.table import TableProperties
+def bare_path(uri: str) -> str:
+    """A file's path without its scheme, so Iceberg's paths and the manifests' compare."""
+    return uri.split("://", 1)[-1]
 
+
+def run_data_files(table, run_id: str, partition: dict[str, str] | None = None) -> list:
+    """The data files the table's current snapshot holds for run ``run_id`` (and ``partition``:
+    further partition columns the files must match, e.g. custom_labels' classifier id)."""
+    from pyiceberg.expressions import And, EqualTo
+
+    if table.current_snapshot() is None:
+        return []
     row_filter = EqualTo("run_id", run_id)
     for column, value in (partition or {}).items():
         row_filter = And(row_filter, EqualTo(column, value))
+    return [task.file for task in table.scan(row_filter=row_filter).plan_files()]
+
+
+def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | None = None,
+               expect: list[str] | None = None, action: str | None = None,
+               partition: dict[str, str] | None = None) -> int | None:
+    """Replace run ``run_id``'s files in ``table`` by ``files``, in one commit. Returns the new
+    snapshot id. ``files``: full URIs of Parquet files holding only this run's rows.
+
+    ``expect``: commit only if the run's files in the table are exactly these (compare-and-set:
+    Iceberg refuses the commit too if another one landed since this one read the table); returns
+    None without committing otherwise. ``action``: recorded in the snapshot summary for
+    commits that undo or repair (``rollback``, ``reconcile``). ``partition``: further partition
+    columns the replaced files must match (custom_labels: the classifier id), besides run_id."""
+    from pyiceberg.io.pyarrow import parquet_files_to_data_files
+    from pyiceberg.table import TableProperties
+
+    table.refresh()
+    earlier = run_data_files(table, run_id, partition)
+    if expect is not None and {bare_path(f.file_path) for f in earlier} != {bare_path(p) for p in expect}:
+        return None
     properties = {RUN_ID_PROPERTY: run_id}
     properties.update({f"{COUNT_PROPERTY_PREFIX}{k}": str(v) for k, v in (counts or {}).items()
                        if isinstance(v, int)})
+    if action:
+        properties[ACTION_PROPERTY] = action
     with table.transaction() as tx:
         if tx.table_metadata.name_mapping() is None:
             # Beam's files carry no Iceberg field ids; columns are matched by name.
             tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING:
                                  tx.table_metadata.schema().name_mapping.model_dump_json()})
-        earlier = [task.file for task in table.scan(row_filter=row_filter).plan_files()]
         with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
             for data_file in earlier:
                 overwrite.delete_data_file(data_file)
@@ -119,16 +147,26 @@ def commit_run(table, run_id: str, files: list[str], counts: dict[str, int] | No
 
 
 def publish_run(catalog, namespace: str, run_id: str, files: dict[str, list[str]], counts: dict[str, int],
-                storage_options: dict | None = None) -> dict[str, int]:
+                storage_options: dict | None = None, committed: dict[str, list[str]] | None = None,
+                check=None) -> dict[str, int]:
     """Commit the run's published files (full URIs per table, pipeline/runs/publish.py) to every label
-    table's Iceberg table; snapshot id per table."""
+    table's Iceberg table; snapshot id per table. ``committed`` is filled as the commits land:
+    per table, the files it now holds for the run (those with rows), so a caller whose later
+    step fails knows what to undo (``withdraw_run``). ``check`` is called before each commit
+    (the launcher's lease check)."""
     from schemas.tables import TABLES
 
     snapshots = {}
     for table, schema in TABLES.items():
+        if snapshots:
+            killpoint.reached("between-iceberg-commits")
         iceberg_table = ensure_table(catalog, namespace, table, schema)
-        snapshots[table] = commit_run(iceberg_table, run_id,
-                                      files_with_rows(files.get(table, []), storage_options), counts)
+        with_rows = files_with_rows(files.get(table, []), storage_options)
+        if check is not None:
+            check()
+        snapshots[table] = commit_run(iceberg_table, run_id, with_rows, counts)
+        if committed is not None:
+            committed[table] = with_rows
         _LOG.info("Iceberg %s.%s: run %s committed as snapshot %d", namespace, table, run_id,
                   snapshots[table])
     return snapshots
@@ -151,3 +189,23 @@ def publish_custom_labels(catalog, namespace: str, classifier_id: str, run_id: s
     _LOG.info("Iceberg %s.custom_labels: classifier %s, run %s committed as snapshot %d", namespace,
               classifier_id, run_id, snapshot)
     return snapshot
+
+
+def withdraw_run(catalog, namespace: str, run_id: str, committed: dict[str, list[str]],
+                 restore: dict[str, list[str]], counts: dict | None = None) -> list[str]:
+    """Undo ``publish_run``'s commits after a later step of the publication failed: each table in
+    ``committed`` gets back ``restore``'s files for the run (what the run's manifest names, [] for
+    a run never published), only where the run's files are still exactly the ones committed
+    (never over a newer launcher's commit). Returns the tables rolled back. Raises when the
+    catalog cannot be reached: then the files must stay where the tables point."""
+    rolled = []
+    for table, ours in committed.items():
+        iceberg_table = catalog.load_table(f"{namespace}.{table}")
+        if commit_run(iceberg_table, run_id, restore.get(table, []), counts, expect=ours,
+                      action="rollback") is not None:
+            rolled.append(table)
+            _LOG.warning("Iceberg %s.%s: run %s's commit rolled back", namespace, table, run_id)
+        else:
+            _LOG.warning("Iceberg %s.%s: run %s was committed again since; not rolled back", namespace,
+                         table, run_id)
+    return rolled

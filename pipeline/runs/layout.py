@@ -16,8 +16,10 @@
         each worker process's running counts while the job runs, for the launcher's progress
         line only (transforms/progress.py); removed when the job has ended
 
-Nothing but published Parquet files ever sits under a table folder, and everything of ours that is
-not a table starts with ``_``, which Spark, Hive and pyarrow's discovery skip. The ``_stats``
+Nothing but Parquet files of ours sits under a table folder: at rest, exactly those the manifests
+name (a launcher publishing, or one killed midway, leaves others there until it finishes or the
+next reconciliation, pipeline/runs/reconcile.py). Everything of ours that is not a table starts
+with ``_``, which Spark, Hive and pyarrow's discovery skip. The ``_stats``
 files are written by the pipeline itself (data, committed once by Beam), so the launcher checks
 the accounting and prints the summary from them without reading the tables.
 """
@@ -39,17 +41,40 @@ SHARD_STATS_DIR = "shards"
 PARTITION_KEY = "run_id"
 
 
+# What a run id may be: it names folders (``_runs/<run_id>``, ``run_id=<run_id>``) and is a
+# partition value, so one path segment that no store, shell glob or reader takes for anything
+# else: letters, digits, ``.``, ``_``, ``-``; never ``.`` or ``..``; at most RUN_ID_MAX_LENGTH.
+RUN_ID_MAX_LENGTH = 128
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,%d}" % RUN_ID_MAX_LENGTH)
+RUN_ID_RULE = (f"1-{RUN_ID_MAX_LENGTH} letters, digits, '.', '_' or '-', and not '.' or '..'")
+
+
+class InvalidRunId(ValueError):
+    """A run id outside the documented pattern (RUN_ID_RULE)."""
+
+
+def is_run_id(value) -> bool:
+    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None and value not in (".", "..")
+
+
+def check_run_id(value) -> str:
+    """``value`` if it is a run id, else InvalidRunId naming it and the rule."""
+    if not is_run_id(value):
+        raise InvalidRunId(f"--run_id {value!r} is not a run id: {RUN_ID_RULE}")
+    return value
+
+
 def _root(output: str) -> str:
     return output.rstrip("/")
 
 
 def published_table_dir(output: str, run_id: str, table: str) -> str:
     """The partition folder holding a run's published files of one table."""
-    return f"{_root(output)}/{table}/{PARTITION_KEY}={run_id}"
+    return f"{_root(output)}/{table}/{PARTITION_KEY}={check_run_id(run_id)}"
 
 
 def run_meta_dir(output: str, run_id: str) -> str:
-    return f"{_root(output)}/{RUNS_DIR}/{run_id}"
+    return f"{_root(output)}/{RUNS_DIR}/{check_run_id(run_id)}"
 
 
 def manifest_path(output: str, run_id: str) -> str:
@@ -62,6 +87,12 @@ def lease_path(output: str, run_id: str) -> str:
 
 # What new_attempt_id makes: tools that find attempt folders (pipeline/runs/table_files.py) match it.
 ATTEMPT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+
+
+def attempt_of_file(name: str) -> str | None:
+    """The attempt id in a table file's name (``part-<attempt>-SSSSS-of-NNNNN.parquet``), or None."""
+    found = re.fullmatch(r"part-(%s)-.*" % ATTEMPT_ID.pattern, name)
+    return found.group(1) if found else None
 
 
 def new_attempt_id() -> str:

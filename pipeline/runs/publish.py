@@ -3,7 +3,8 @@
 Each launch of a run id is an *attempt* with its own folder (``<output>/_runs/<run_id>/<attempt>/``,
 pipeline/runs/layout.py): Beam's sinks write there, temporary files and all, while whatever an
 earlier attempt published stays where it is. Only after the job succeeded and the accounting was
-checked does the launcher publish, in this order:
+checked does the launcher publish (pipeline/main.py), checking its lease (pipeline/runs/lease.py)
+before each step:
 
 1. ``promote``: move the attempt's Parquet files into the table folders
    (``<output>/<table>/run_id=<run_id>/``; a rename on a local disk, a server-side copy on object
@@ -11,15 +12,20 @@ checked does the launcher publish, in this order:
    replace the earlier attempt's files.
 2. (``--iceberg_catalog``) one commit per table replacing the run's files.
 3. ``write_manifest``: ``<output>/_runs/<run_id>/_MANIFEST.json`` names the attempt and its files.
-   This is the swap: readers that follow manifests (``--skip_labelled``, ``report``, ``read_table``)
-   see the old attempt or the new one, never a mix.
-4. ``retire_other_attempts``: only now are the earlier attempt's files and folders removed.
+   This is the swap: readers that follow manifests (``--skip_labelled``, ``report``, ``read_table``,
+   ``published_table_files``) see the old attempt or the new one, never a mix.
+4. ``retire_other_attempts``: only now are the earlier attempts' files and folders removed.
 
-A failure before step 3 leaves the previous publication intact; files already moved in step 1
-are moved out again (best effort), and the failed attempt's folder stays for inspection until the
-run id next publishes. Readers that glob the table folders instead of following manifests see
-both attempts' files of a rerun between steps 1 and 4 (seconds), and files of an attempt whose
-launcher died in step 1; the Iceberg table and the manifests are the all-or-nothing views.
+A failure before step 3 leaves the previous publication intact: the Iceberg commits are undone
+and the files moved out again (pipeline/main.py), and the failed attempt's folder stays for
+inspection. A launcher killed at any step leaves what pipeline/runs/reconcile.py repairs: the next
+launch into the output root (or ``python -m pipeline.reconcile``) brings the table folders and
+the Iceberg tables back in line with the manifests. Readers that glob the table folders see
+files no manifest names while a launcher publishes, and after one was killed until the next
+reconciliation; the manifests and the Iceberg tables are the all-or-nothing views.
+
+Every path here is exact (pipeline/runs/store.py): no glob is ever built from a run id, an
+attempt id or an output root.
 """
 from __future__ import annotations
 
@@ -31,8 +37,10 @@ from importlib import metadata
 
 import fsspec
 
+from pipeline.runs import killpoint, store
 from pipeline.runs.layout import (
-    MANIFEST_NAME, RUNS_DIR, TABLE_NAMES, Attempt, manifest_path, published_table_dir, run_meta_dir)
+    MANIFEST_NAME, RUNS_DIR, TABLE_NAMES, Attempt, is_run_id, manifest_path, published_table_dir,
+    run_meta_dir)
 
 _LOG = logging.getLogger(__name__)
 # Option names whose values are credentials; never written to manifests or logs.
@@ -46,16 +54,13 @@ def _fs(url: str, storage_options: dict | None):
 
 
 def _is_local(fs) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
+    return store.is_local(fs)
 
 
-def _listing(fs, folder: str, pattern: str = "*") -> list[str]:
-    """``glob`` under ``folder`` as the store holds it now: fsspec filesystems are shared in a
-    process and cache listings, and a process that launches several runs must not decide what
-    to publish, retire or skip from an earlier run's listing."""
-    fs.invalidate_cache(folder)
-    return sorted(fs.glob(f"{folder.rstrip('/')}/{pattern}"))
+def _parquet_children(fs, folder: str) -> list[str]:
+    """The Parquet files directly in ``folder``, as the store holds them now (exact listing)."""
+    return sorted(info["name"] for name, info in store.children(fs, folder).items()
+                  if name.endswith(".parquet") and info.get("type") == "file")
 
 
 def _uri(fs, path: str) -> str:
@@ -68,8 +73,8 @@ def check_writable(output: str, storage_options: dict | None = None) -> None:
     probe = f"{root.rstrip('/')}/.write_probe_{secrets.token_hex(4)}"
     try:
         fs.makedirs(root.rstrip("/"), exist_ok=True)
-        fs.pipe(probe, b"")
-        fs.rm(probe)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
     except Exception as e:
         raise PermissionError(f"cannot write to --output {output}: {type(e).__name__}: {e}") from e
 
@@ -77,15 +82,16 @@ def check_writable(output: str, storage_options: dict | None = None) -> None:
 def attempt_files(attempt: Attempt, table: str, storage_options: dict | None = None) -> list[str]:
     """The Parquet files an attempt's job committed for one table (fsspec paths, sorted)."""
     fs, where = _fs(attempt.table_dir(table), storage_options)
-    return _listing(fs, where, "*.parquet")
+    return _parquet_children(fs, where)
 
 
 def promote(attempt: Attempt, storage_options: dict | None = None,
             tables: tuple[str, ...] = TABLE_NAMES) -> dict[str, list[str]]:
-    """Move a finished attempt's table files into the table folders (step 1). Returns, per
-    table, the files' paths relative to the output root, as the manifest records them. On a
-    failure the files already moved are moved back, and the error is raised. ``tables``: the
-    label tables, or another table's folder (``custom_labels/classifier=<id>``)."""
+    """Move a finished attempt's table files into the table folders (step 1), then remove the
+    emptied table folders of the attempt. Returns, per table, the files' paths relative to the
+    output root, as the manifest records them. On any failure (a kill aside) the files already
+    moved are moved back, and the error is raised. ``tables``: the label tables, or another
+    table's folder (``custom_labels/classifier=<id>``)."""
     fs, root = _fs(attempt.output, storage_options)
     root = root.rstrip("/")
     moved: list[tuple[str, str]] = []
@@ -97,16 +103,17 @@ def promote(attempt: Attempt, storage_options: dict | None = None,
             files[table] = []
             for source in attempt_files(attempt, table, storage_options):
                 dest = f"{target.rstrip('/')}/{source.rsplit('/', 1)[-1]}"
-                fs.mv(source, dest)
+                store.move_file(fs, source, dest)
                 moved.append((source, dest))
                 files[table].append(dest[len(root) + 1:])
-    except Exception:
+                if len(moved) == 1:
+                    killpoint.reached("after-first-move")
+        for table in tables:   # now empty of Parquet (Beam's leftovers, local folders)
+            _, emptied = _fs(attempt.table_dir(table), storage_options)
+            store.remove_tree(fs, emptied)
+    except BaseException:
         _move_back(fs, moved)
         raise
-    for table in tables:   # now empty (on a local disk, folders remain)
-        _, emptied = _fs(attempt.table_dir(table), storage_options)
-        if fs.exists(emptied):
-            fs.rm(emptied, recursive=True)
     return files
 
 
@@ -122,11 +129,10 @@ def unpromote(attempt: Attempt, files: dict[str, list[str]], storage_options: di
 
 def _move_back(fs, moved: list[tuple[str, str]]) -> None:
     """Move each (source, dest) pair's file from dest back to source, last first (best effort:
-    the next publication of the run id removes what stays behind)."""
+    reconciliation, pipeline/runs/reconcile.py, moves back what stays behind)."""
     for source, dest in reversed(moved):
         try:
-            fs.makedirs(source.rsplit("/", 1)[0], exist_ok=True)
-            fs.mv(dest, source)
+            store.move_file(fs, dest, source)
         except Exception as e:
             _LOG.error("could not move %s back after a failed publication: %s", dest, e)
 
@@ -144,10 +150,10 @@ def write_json_document(url: str, document: dict, storage_options: dict | None =
     body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
     if _is_local(fs):
         tmp = f"{final}.tmp-{secrets.token_hex(4)}"
-        fs.pipe(tmp, body)
-        fs.mv(tmp, final)
+        fs.pipe_file(tmp, body)
+        store.move_file(fs, tmp, final)
     else:
-        fs.pipe(final, body)
+        fs.pipe_file(final, body)
     return final
 
 
@@ -167,29 +173,47 @@ def read_json_document(url: str, storage_options: dict | None = None) -> dict | 
 
 
 def retire_other_attempts(output: str, run_id: str, manifest: dict,
-                          storage_options: dict | None = None, tables: tuple[str, ...] = TABLE_NAMES,
-                          meta_dir: str | None = None) -> list[str]:
+                          storage_options: dict | None = None, check=None,
+                          tables: tuple[str, ...] = TABLE_NAMES, meta_dir: str | None = None) -> list[str]:
     """Step 4: remove every file of the run's table folders that the manifest does not name, and
-    every attempt folder but the published one. Returns what was removed. ``tables`` and
-    ``meta_dir`` (the folder of the manifest and the attempts): as for ``promote``, for tables
-    published under a manifest of their own."""
+    every attempt folder but the published one. Returns what was removed.
+
+    The caller holds the run id's lease, so no other attempt of it is running. ``check``, called
+    before each removal, raises to stop (the lease's ``check``). Fenced by attempt: when the
+    manifest on the store no longer names ``manifest``'s attempt (a newer launcher published),
+    nothing is removed. ``tables`` and ``meta_dir`` (the folder of the manifest and the
+    attempts): as for ``promote``, for tables published under a manifest of their own."""
     fs, root = _fs(output, storage_options)
     root = root.rstrip("/")
+    check = check or (lambda: None)
+    meta_dir = meta_dir or run_meta_dir(output, run_id)
+    current = read_json_document(f"{meta_dir}/{MANIFEST_NAME}", storage_options)
+    if current is None or current.get("attempt") != manifest["attempt"]:
+        _LOG.warning("run %s: the manifest names attempt %s, not %s: not retiring anything", run_id,
+                     (current or {}).get("attempt"), manifest["attempt"])
+        return []
     keep = {f"{root}/{p}" for paths in manifest["files"].values() for p in paths}
     removed = []
     for table in tables:
         _, folder = _fs(published_table_dir(output, run_id, table), storage_options)
-        for path in _listing(fs, folder):
-            if path not in keep:
-                fs.rm(path, recursive=True)
-                removed.append(path)
-    _, meta = _fs(meta_dir or run_meta_dir(output, run_id), storage_options)
-    fs.invalidate_cache(meta)
-    for path in fs.ls(meta, detail=False) if fs.exists(meta) else []:
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if not name.startswith("_") and name != manifest["attempt"]:
-            fs.rm(path, recursive=True)
+        for name, info in sorted(store.children(fs, folder).items()):
+            path = info["name"]
+            if path in keep:
+                continue
+            check()
+            if info.get("type") == "directory":
+                store.remove_tree(fs, path)
+            else:
+                store.remove_file(fs, path)
             removed.append(path)
+            if len(removed) == 1:
+                killpoint.reached("during-retirement")
+    _, meta = _fs(meta_dir, storage_options)
+    for name, info in sorted(store.children(fs, meta).items()):
+        if not name.startswith("_") and name != manifest["attempt"]:
+            check()
+            store.remove_tree(fs, info["name"])
+            removed.append(info["name"])
     return removed
 
 
@@ -197,8 +221,10 @@ def finished_runs(output: str, storage_options: dict | None = None) -> list[str]
     """Run ids under an output root that were published (hold a manifest)."""
     fs, root = _fs(output, storage_options)
     runs = f"{root.rstrip('/')}/{RUNS_DIR}"
-    found = _listing(fs, runs, f"*/{MANIFEST_NAME}")
-    return sorted(p.rstrip("/").split("/")[-2] for p in found)
+    found = store.files_below(fs, runs)
+    return sorted(relative.split("/")[0] for relative in found
+                  if relative.count("/") == 1 and relative.endswith(f"/{MANIFEST_NAME}")
+                  and is_run_id(relative.split("/")[0]))
 
 
 def published_files(output: str, run_id: str, table: str, storage_options: dict | None = None,
@@ -208,8 +234,14 @@ def published_files(output: str, run_id: str, table: str, storage_options: dict 
     manifest = manifest if manifest is not None else read_manifest(output, run_id, storage_options)
     if manifest is None:
         return []
+    return output_uris(output, manifest["files"].get(table, []), storage_options)
+
+
+def output_uris(output: str, relatives: list[str], storage_options: dict | None = None) -> list[str]:
+    """URIs of paths relative to the output root, as the manifests record them (a local root
+    gives absolute paths)."""
     fs, root = _fs(output, storage_options)
-    return [_uri(fs, f"{root.rstrip('/')}/{p}") for p in manifest["files"].get(table, [])]
+    return [_uri(fs, f"{root.rstrip('/')}/{p}") for p in relatives]
 
 
 def published_stats_files(output: str, run_id: str, storage_options: dict | None = None,
@@ -221,7 +253,7 @@ def published_stats_files(output: str, run_id: str, storage_options: dict | None
     fs, root = _fs(output, storage_options)
     attempt = Attempt(output, run_id, manifest["attempt"])
     _, where = _fs(attempt.shard_stats_dir, storage_options)
-    return [_uri(fs, p) for p in _listing(fs, where, "*.parquet")]
+    return [_uri(fs, p) for p in _parquet_children(fs, where)]
 
 
 def _finished_files(output: str, which, exclude_run_id: str | None,
@@ -239,6 +271,14 @@ def finished_clip_files(output: str, exclude_run_id: str | None = None,
     Only listed here; the pipeline's workers read them."""
     return _finished_files(output, lambda o, r, so: published_files(o, r, "clips", so), exclude_run_id,
                            storage_options)
+
+
+def published_table_files(output: str, table: str, storage_options: dict | None = None) -> list[str]:
+    """URIs of every file of ``table`` that a published run's manifest names: the files a reader
+    that must see published rows only, at every moment, reads (docs/lakehouse.md). A run
+    being published, a launcher killed midway, an earlier attempt being retired: none of their
+    files is listed."""
+    return _finished_files(output, lambda o, r, so: published_files(o, r, table, so), None, storage_options)
 
 
 def finished_shard_stats_files(output: str, exclude_run_id: str | None = None,

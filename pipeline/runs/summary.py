@@ -80,7 +80,7 @@ def read_run_stats(attempt: Attempt, storage_options: dict | None = None) -> dic
     if not fs.exists(root):
         raise AccountingError(f"run {attempt.run_id}: the pipeline wrote no statistics ({path}); "
                               "the job did not finish its writes")
-    return json.loads(fs.cat(root))
+    return json.loads(fs.cat_file(root))
 
 
 class RunSummary:

@@ -57,7 +57,7 @@ def read_run_timings(run_dir: str) -> dict | None:
         if not fs.isfile(path):
             continue
         try:
-            data = json.loads(fs.cat(path))
+            data = json.loads(fs.cat_file(path))
         except (OSError, ValueError):
             continue
         if not isinstance(data, dict):

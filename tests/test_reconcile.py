@@ -1,0 +1,117 @@
+"""The recovery rule, step by step, on output roots laid out as killed launchers leave them
+(pipeline/runs/reconcile.py; small real Parquet files, no Beam job), and the command that applies it
+by hand (``python -m pipeline.reconcile``), on a local disk and on SeaweedFS."""
+import json
+import os
+import time
+import uuid
+
+import fsspec
+import pytest
+
+from pipeline.reconcile import main as reconcile_main
+from pipeline.runs import store
+from pipeline.runs.layout import TABLE_NAMES, Attempt, lease_path
+from pipeline.runs.publish import promote, read_manifest, write_manifest
+from pipeline.runs.reconcile import reconcile
+from tests.test_run_ids import _write_attempt
+
+DAY = 86400
+
+
+def _root(where, s3_server, tmp_path):
+    if where == "local":
+        return str(tmp_path / "out"), None
+    return f"s3://{s3_server.bucket}/reconcile-{uuid.uuid4().hex[:8]}", s3_server.storage_options()
+
+
+def _table_files(fs, root):
+    return sorted(f"{t}/{p}" for t in TABLE_NAMES for p in store.files_below(fs, f"{root}/{t}"))
+
+
+def _move_first_file(attempt: Attempt, fs, root):
+    """What a launcher killed after its first move leaves: one file in the clips table folder."""
+    source = f"{fs._strip_protocol(attempt.table_dir('clips'))}"
+    (name,) = store.children(fs, source)
+    dest = f"{root}/clips/run_id={attempt.run_id}/{name}"
+    store.move_file(fs, f"{source}/{name}", dest)
+    return dest
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_reconcile_applies_the_rule(where, s3_server, tmp_path):
+    output, options = _root(where, s3_server, tmp_path)
+    fs, root = fsspec.core.url_to_fs(output, **(options or {}))
+    root = root.rstrip("/")
+    # "pub": attempt 1 published, then attempt 2 published with its retirement cut short
+    # (attempt 1's files and folder remain), then attempt 3 killed after its first move.
+    first = _write_attempt(output, "pub", options)
+    write_manifest(output, "pub", {"run_id": "pub", "attempt": first.attempt_id,
+                                   "files": promote(first, options)}, options)
+    time.sleep(1.1)   # attempt ids carry the second they started
+    second = _write_attempt(output, "pub", options)
+    published = {"run_id": "pub", "attempt": second.attempt_id, "files": promote(second, options)}
+    write_manifest(output, "pub", published, options)
+    time.sleep(1.1)
+    third = _write_attempt(output, "pub", options)
+    stray = _move_first_file(third, fs, root)
+    # "new": a first run killed after its first move (no manifest at all).
+    new = _write_attempt(output, "new", options)
+    _move_first_file(new, fs, root)
+    # "busy": a launcher elsewhere holds its lease now, mid-move.
+    busy = _write_attempt(output, "busy", options)
+    busy_file = _move_first_file(busy, fs, root)
+    fs.pipe_file(fs._strip_protocol(lease_path(output, "busy")),
+                 json.dumps({"token": "t", "holder": busy.attempt_id, "host": "another-machine", "pid": 1,
+                             "seconds": 300}).encode())
+
+    planned = reconcile(output, options, dry_run=True, settle_seconds=0.2)
+    assert set(planned.planned) == {"pub", "new", "busy"} and not planned.done
+    assert store.file_info(fs, stray) is not None   # a dry run changes nothing
+
+    report = reconcile(output, options, settle_seconds=0.2)
+    assert set(report.done) == {"pub", "new"} and set(report.skipped) == {"busy"}, report.render()
+    # In the table folders: pub's published files, and busy's file (its launcher is at work).
+    named = sorted(p for ps in published["files"].values() for p in ps)
+    assert _table_files(fs, root) == sorted(named + [busy_file[len(root) + 1:]])
+    # The killed attempts' files are back in their folders; the superseded attempt is gone.
+    attempts = set(store.children(fs, f"{root}/_runs/pub")) - {"_MANIFEST.json"}
+    assert attempts == {second.attempt_id, third.attempt_id}
+    for attempt in (third, new):
+        assert len(store.children(fs, fs._strip_protocol(attempt.table_dir("clips")))) == 1
+    assert read_manifest(output, "pub", options) == published
+    assert reconcile(output, options, settle_seconds=0.2).done == {}   # in line now
+
+
+def test_failed_attempts_are_removed_once_old_and_the_command_reports(tmp_path, capsys):
+    output = str(tmp_path / "out")
+    fs = fsspec.filesystem("file")
+    old, recent = _write_attempt(output, "night", None), _write_attempt(output, "night", None)
+    week_ago = time.time() - 8 * DAY
+    for relative in store.files_below(fs, old.root):
+        os.utime(f"{old.root}/{relative}", (week_ago, week_ago))
+    assert reconcile_main(["--output", output, "--dry_run"]) == 0
+    assert f"remove attempt {old.root}" in capsys.readouterr().out
+    assert os.path.isdir(old.root)
+    assert reconcile_main(["--output", output]) == 0
+    assert not os.path.exists(old.root) and os.path.isdir(recent.root)
+    assert reconcile_main(["--output", output, "--failed_attempt_days", "0"]) == 0
+    assert not os.path.exists(recent.root)
+    # A clock probe a killed process left in _runs/ itself, an hour old, goes too.
+    probe = os.path.join(output, "_runs", "_CLOCK-0123456789ab")
+    open(probe, "wb").close()
+    os.utime(probe, (time.time() - 7200, time.time() - 7200))
+    assert reconcile_main(["--output", output]) == 0
+    assert capsys.readouterr().out.strip().endswith("nothing to reconcile")
+    assert not os.path.exists(probe)
+
+
+def test_the_command_exits_1_naming_run_ids_it_left_to_their_launcher(tmp_path, capsys):
+    output = str(tmp_path / "out")
+    fs = fsspec.filesystem("file")
+    busy = _write_attempt(output, "busy", None)
+    _move_first_file(busy, fs, output)
+    with open(lease_path(output, "busy"), "w") as f:
+        json.dump({"token": "t", "holder": busy.attempt_id, "host": "another-machine", "pid": 1, "seconds": 300}, f)
+    assert reconcile_main(["--output", output]) == 1
+    assert "skipped run busy" in capsys.readouterr().out
