@@ -63,3 +63,16 @@ def labelled_archive(tmp_path_factory, tiny_checkpoint) -> dict:
     from tests.search_corpus import labelled_archive_fixture
 
     return labelled_archive_fixture(tmp_path_factory, tiny_checkpoint)
+
+
+# Tests run on two xdist workers (pytest.ini): each worker is its own process with its own session
+# fixtures. Tests that share an expensive session fixture go to one worker together, so it starts
+# once; every other module stays on one worker, so its module fixtures run once.
+SHARED_FIXTURE_GROUPS = ("labelled_archive", "spark")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((name for name in SHARED_FIXTURE_GROUPS if name in item.fixturenames),
+                     item.module.__name__)
+        item.add_marker(pytest.mark.xdist_group(group))
