@@ -54,3 +54,23 @@ def spark():
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_corpus(s3_server, tiny_checkpoint):
+    """Inputs (plain files and tar shards) and the tiny model on S3, shared by the runs on Beam's
+    job service, Flink and Spark (tests/cluster_runs.py)."""
+    from tests.cluster_runs import make_corpus
+
+    return make_corpus(s3_server, tiny_checkpoint, "cluster")
+
+
+@pytest.fixture(scope="session")
+def direct_reference(cluster_corpus, s3_server):
+    """The reference every distributed run is compared with: the same job on the DirectRunner
+    (this process), its tables read back."""
+    from tests.cluster_runs import job_args, launch, launcher_credentials, read_tables
+
+    with launcher_credentials(s3_server):
+        assert launch(job_args(cluster_corpus, s3_server, "direct")) == 0
+    return read_tables(s3_server, cluster_corpus.output, "direct")
