@@ -8,8 +8,8 @@ launcher or with another TaskManager.
 The configuration is given as Flink's dynamic properties (``-D key=value``) on each command line,
 over the distribution's own conf/, so every port is free and nothing is written into the shared
 distribution. A restart strategy is configured (fixed delay, :data:`RESTART_ATTEMPTS` attempts) and
-short heartbeats, so a TaskManager killed mid-job is noticed in seconds and the job restarts on
-the TaskManagers left (each has ``slots`` slots: one TaskManager alone can run a job of
+short heartbeats, so a TaskManager killed mid-job is noticed in seconds and the job restarts
+(whole: failover strategy "full") on the TaskManagers left (each has ``slots`` slots: one TaskManager alone can run a job of
 parallelism ``slots``).
 
 Jobs reach the cluster the way users submit them: Beam's ``FlinkRunner`` with ``--flink_master``,
@@ -28,9 +28,14 @@ from tests.engine_dists import FlinkDist
 from tests.portable_cluster import LocalCluster, _stop_group, private_tmp_argv
 from tests.s3_server import free_ports
 
+# Failover "full": a lost TaskManager restarts the whole job, one restart attempt. (With Flink's
+# default, "region", it fails every failover region with a task on it, and each region's failure
+# counts as one attempt: Beam's batch graph has a dozen, so a fixed-delay strategy of 10 attempts
+# was used up by one lost TaskManager.)
+FAILOVER = "full"
 RESTART_ATTEMPTS = 3
-RESTART_DELAY = "2s"
-HEARTBEAT = {"heartbeat.interval": "2000", "heartbeat.timeout": "10000"}
+RESTART_DELAY = "10s"   # longer than the heartbeat timeout: a restart must not go to the dead TaskManager
+HEARTBEAT = {"heartbeat.interval": "1000", "heartbeat.timeout": "6000"}
 
 
 @dataclass
@@ -72,7 +77,7 @@ class FlinkCluster(LocalCluster):
                                 "jobmanager.memory.process.size": "1000m",
                                 "rest.address": "localhost", "rest.bind-address": "localhost",
                                 "rest.port": str(self.rest_port),
-                                "jobmanager.execution.failover-strategy": "region",
+                                "jobmanager.execution.failover-strategy": FAILOVER,
                                 "restart-strategy.type": "fixed-delay",
                                 "restart-strategy.fixed-delay.attempts": str(RESTART_ATTEMPTS),
                                 "restart-strategy.fixed-delay.delay": RESTART_DELAY})],
@@ -134,6 +139,15 @@ class FlinkCluster(LocalCluster):
                 raise TimeoutError(f"{count} TaskManagers not registered after {timeout} s; "
                                    f"see {self.workdir}")
             time.sleep(0.5)
+
+    def taskmanagers_of(self, job: str) -> set[str]:
+        """Resource ids (our process names) of the TaskManagers running the job's tasks now."""
+        found = set()
+        for vertex in self.rest(f"/jobs/{job}")["vertices"]:
+            for tm in self.rest(f"/jobs/{job}/vertices/{vertex['id']}/taskmanagers")["taskmanagers"]:
+                if tm.get("status") in ("RUNNING", "DEPLOYING", "INITIALIZING"):
+                    found.add(tm["taskmanager-id"])
+        return found
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview")["jobs"]

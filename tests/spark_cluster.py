@@ -92,5 +92,9 @@ class SparkCluster(LocalCluster):
                 "--job_server_jvm_properties=-Dspark.driver.host=127.0.0.1",
                 "--job_server_jvm_properties=-Dspark.driver.bindAddress=127.0.0.1",
                 "--job_server_jvm_properties=-Dspark.executor.memory=768m",
+                # The workers share a host name here but not a disk (each has a private /tmp):
+                # shuffle blocks must come over the network, as between machines, not be read
+                # from "this host's" disk by path.
+                "--job_server_jvm_properties=-Dspark.shuffle.readHostLocalDisk=false",
                 f"--job_server_jvm_properties=-Dspark.executor.extraClassPath={self.dist.guava_jar}",
                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{self.pool_ports[pool]}"]
