@@ -82,6 +82,14 @@ def _stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
         process.wait(timeout=15)
 
 
+def has_private_tmp(pid: int, launcher_path: str) -> bool:
+    """True when process ``pid`` has a tmpfs of its own on /tmp, where ``launcher_path`` (a path
+    under the launcher's /tmp) does not exist."""
+    with open(f"/proc/{pid}/mounts") as f:
+        tmpfs = any(line.split()[1:3] == ["/tmp", "tmpfs"] for line in f)
+    return tmpfs and not os.path.exists(f"/proc/{pid}/root{launcher_path}")
+
+
 def private_tmp_argv(argv: list[str]) -> list[str]:
     """``argv`` run in its own mount namespace with a fresh tmpfs on /tmp, HOME under it, from /tmp:
     the launcher's pytest folders (and anything else it put in /tmp) are not there."""
@@ -131,10 +139,14 @@ class LocalCluster:
         everything is started: each takes seconds to import Beam)."""
         return [self._start_pool(i, port) for i, port in enumerate(ports)]
 
-    def pool_pids(self) -> list[int]:
-        """Process ids of the running pools (unshare and sh exec into the pool: one process)."""
+    def pids(self, prefix: str) -> list[int]:
+        """Process ids of the running processes named ``prefix...`` (unshare, sh and the engines'
+        start scripts exec into the program: one process each)."""
         return [p.pid for name, p in self.processes.items()
-                if name.startswith("pool") and p.poll() is None]
+                if name.startswith(prefix) and p.poll() is None]
+
+    def pool_pids(self) -> list[int]:
+        return self.pids("pool")
 
     def log(self, name: str) -> str:
         path = os.path.join(self.workdir, f"{name}.log")

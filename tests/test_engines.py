@@ -28,7 +28,7 @@ from tests.cluster_runs import (assert_published, assert_same_tables, assert_sum
                                 job_args, launch_process, launcher_credentials, manifest, read_tables, run_stats,
                                 timed, worker_env)
 from tests.flink_cluster import RESTART_ATTEMPTS, FlinkCluster
-from tests.portable_cluster import namespaces_available
+from tests.portable_cluster import has_private_tmp, namespaces_available
 from tests.spark_cluster import SparkCluster
 
 pytestmark = [
@@ -163,6 +163,15 @@ class TestFlink:
         assert len(restarts) <= RESTART_ATTEMPTS
 
 
+    def test_each_taskmanager_and_pool_has_a_private_tmp(self, flink, tmp_path):
+        names = [*flink.started_taskmanagers, "pool"]
+        for name in names:
+            pids = flink.pids(name)
+            assert pids, f"{name} is not running"
+            assert all(has_private_tmp(pid, str(tmp_path)) for pid in pids), name
+        assert "Starting worker with command" in flink.log("pool0"), "the pool started no SDK worker"
+
+
 def wait_for_running_job(cluster: FlinkCluster, known: set, launcher: subprocess.Popen,
                          timeout: float = 600.0) -> str:
     """The id of the new job once it runs on the cluster."""
@@ -191,13 +200,17 @@ def spark_cluster(java, s3_server, tmp_path_factory):
 
 class TestSpark:
     def test_whole_job_publishes_the_direct_runners_tables(
-            self, spark_cluster, cluster_corpus, s3_server, credentials, direct_reference):
+            self, spark_cluster, cluster_corpus, s3_server, credentials, direct_reference,
+            tmp_path):
         rc = timed(TIMINGS, "spark run", [*job_args(cluster_corpus, s3_server, "spark"),
                                           *spark_cluster.pipeline_args()])
         assert rc == 0
         apps = spark_cluster.state()["completedapps"]
         assert apps and apps[-1]["state"] == "FINISHED", "the job did not run on the Spark cluster"
         assert_published(s3_server, cluster_corpus, "spark", direct_reference)
+        for name in ("worker0", "worker1", "pool0"):
+            assert spark_cluster.pids(name) and all(
+                has_private_tmp(pid, str(tmp_path)) for pid in spark_cluster.pids(name)), name
         stats = run_stats(s3_server, cluster_corpus.output, "spark",
                           manifest(s3_server, cluster_corpus.output, "spark"))
         assert stats["counts"]["shards_read"] == 2

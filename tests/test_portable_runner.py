@@ -14,7 +14,6 @@ run must still publish with the right counts.
 """
 import json
 import logging
-import os
 import time
 
 import pytest
@@ -24,7 +23,7 @@ import pipeline.main as launcher
 from pipeline.demo.audio import tone
 from tests.cluster_runs import (assert_published, job_args, launcher_credentials, manifest,
                                 timed, worker_env)
-from tests.portable_cluster import PortableCluster, namespaces_available
+from tests.portable_cluster import PortableCluster, has_private_tmp, namespaces_available
 from tests.shard_corpus import audio_bytes
 
 pytestmark = pytest.mark.skipif(
@@ -152,6 +151,4 @@ def test_each_pool_started_workers_in_its_own_namespace(cluster, corpus, tmp_pat
             f"pool {index} started no worker"
     assert tmp_path.exists()
     for pid in cluster.pool_pids():
-        with open(f"/proc/{pid}/mounts") as f:
-            assert any(line.split()[1:3] == ["/tmp", "tmpfs"] for line in f)
-        assert not os.path.exists(f"/proc/{pid}/root{tmp_path}")
+        assert has_private_tmp(pid, str(tmp_path))
