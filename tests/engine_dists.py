@@ -45,8 +45,15 @@ SPARK_MAIN = "org.apache.beam.runners.spark.SparkJobServerDriver"
 
 
 def cache_dir() -> str:
-    return os.environ.get("AUDIO_LABELLING_ENGINES_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "audio-labelling-engines")
+    """Where the software goes. Not under /tmp: the TaskManagers and Spark workers run it from
+    their own mount namespaces, whose /tmp is a private tmpfs."""
+    path = os.path.realpath(os.environ.get("AUDIO_LABELLING_ENGINES_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "audio-labelling-engines"))
+    if path == "/tmp" or path.startswith("/tmp/"):
+        raise RuntimeError(f"AUDIO_LABELLING_ENGINES_DIR={path} is under /tmp, which the test "
+                           "clusters' TaskManagers and workers do not see (each has a private "
+                           "/tmp); choose a folder elsewhere")
+    return path
 
 
 @dataclass(frozen=True)
