@@ -65,10 +65,30 @@ def labelled_archive(tmp_path_factory, tiny_checkpoint) -> dict:
     return labelled_archive_fixture(tmp_path_factory, tiny_checkpoint)
 
 
+@pytest.fixture(scope="session")
+def cluster_corpus(s3_server, tiny_checkpoint):
+    """Inputs (plain files and tar shards) and the tiny model on S3, shared by the runs on Beam's
+    job service, Flink and Spark (tests/cluster_runs.py)."""
+    from tests.cluster_runs import make_corpus
+
+    return make_corpus(s3_server, tiny_checkpoint, "cluster")
+
+
+@pytest.fixture(scope="session")
+def direct_reference(cluster_corpus, s3_server):
+    """The reference every distributed run is compared with: the same job on the DirectRunner
+    (this process), its tables read back."""
+    from tests.cluster_runs import job_args, launch, launcher_credentials, read_tables
+
+    with launcher_credentials(s3_server):
+        assert launch(job_args(cluster_corpus, s3_server, "direct")) == 0
+    return read_tables(s3_server, cluster_corpus.output, "direct")
+
+
 # Tests run on two xdist workers (pytest.ini): each worker is its own process with its own session
 # fixtures. Tests that share an expensive session fixture go to one worker together, so it starts
 # once; every other module stays on one worker, so its module fixtures run once.
-SHARED_FIXTURE_GROUPS = ("labelled_archive", "spark")
+SHARED_FIXTURE_GROUPS = ("labelled_archive", "direct_reference", "spark")
 
 
 def pytest_collection_modifyitems(config, items):
