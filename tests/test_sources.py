@@ -74,7 +74,7 @@ def _parquet(values) -> bytes:
 
 @pytest.mark.parametrize("name,content", [
     ("m.txt", b"# a comment\ns3://b/1.wav\n\nrel/2.wav\n   \ns3://b/3.tar\n"),
-    ("m.txt.gz", gzip.compress(b"s3://b/1.wav\nrel/2.wav\ns3://b/3.tar\n")),
+    ("m.txt.gz", gzip.compress(b"s3://b/1.wav\nrel/2.wav\ns3://b/3.tar\n", mtime=0)),   # stable test id
     ("m.csv", b"uri,label\ns3://b/1.wav,dog\nrel/2.wav,cat\ns3://b/3.tar,\n"),
     ("m.jsonl", b'{"uri": "s3://b/1.wav"}\n{"uri": "rel/2.wav", "n": 2}\n\n{"uri": "s3://b/3.tar"}\n'),
     ("m.parquet", _parquet(["s3://b/1.wav", "rel/2.wav", "s3://b/3.tar"])),
