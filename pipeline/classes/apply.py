@@ -55,12 +55,7 @@ class ApplyReport:
 
 def pending_runs(output: str, classifier: LinearClassifier, storage_options: dict | None,
                  runs: list[str] | None, report: ApplyReport) -> list[PublishedRun]:
-    chosen = published_runs(output, storage_options)
-    if runs:
-        missing = sorted(set(runs) - {r.run_id for r in chosen})
-        if missing:
-            raise ValueError(f"no published run {', '.join(missing)} under {output}")
-        chosen = [r for r in chosen if r.run_id in set(runs)]
+    chosen = published_runs(output, storage_options, runs)
     pending = []
     for run in chosen:
         if not run.has_embeddings:

@@ -143,17 +143,3 @@ class Attempt:
     @property
     def shard_stats_prefix(self) -> str:
         return f"{self.shard_stats_dir}/part"
-
-
-def relative_to_output(output: str, path: str) -> str:
-    """``path`` (under ``output``) as the manifest records it: relative, so an output root can be
-    copied or mounted elsewhere and its manifests still hold."""
-    root = _root(output).split("://", 1)[-1]
-    bare = path.split("://", 1)[-1]
-    if not bare.startswith(root + "/"):
-        raise ValueError(f"{path} is not under {output}")
-    return bare[len(root) + 1:]
-
-
-def under_output(output: str, relative: str) -> str:
-    return f"{_root(output)}/{relative}"

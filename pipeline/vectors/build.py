@@ -109,13 +109,10 @@ def build_index(output: str, level: str = "segments", storage_options: dict | No
                 runs: list[str] | None = None, exact_max: int = DEFAULT_EXACT_MAX,
                 threads: int | None = None) -> BuildReport:
     report = BuildReport()
-    chosen = published_runs(output, storage_options)
-    if runs:
-        known = {r.run_id for r in chosen}
-        missing = sorted(set(runs) - known)
-        if missing:
-            raise IndexBuildError(f"no published run {', '.join(missing)} under {output}")
-        chosen = [r for r in chosen if r.run_id in set(runs)]
+    try:
+        chosen = published_runs(output, storage_options, runs)
+    except ValueError as e:
+        raise IndexBuildError(str(e)) from None
     candidates = []
     for run in chosen:
         if not run.has_embeddings:

@@ -65,13 +65,20 @@ class PublishedRun:
         return published_files(self.output, self.run_id, table, storage_options, self.manifest)
 
 
-def published_runs(output: str, storage_options: dict | None = None) -> list[PublishedRun]:
-    """Every run under ``output`` that holds a manifest, by run id."""
+def published_runs(output: str, storage_options: dict | None = None,
+                   only: list[str] | None = None) -> list[PublishedRun]:
+    """Every run under ``output`` that holds a manifest, by run id; with ``only``, just those
+    run ids (ValueError naming any that is not published there)."""
     runs = []
     for run_id in finished_runs(output, storage_options):
         manifest = read_manifest(output, run_id, storage_options)
         if manifest is not None:
             runs.append(PublishedRun(output, run_id, manifest))
+    if only:
+        missing = sorted(set(only) - {r.run_id for r in runs})
+        if missing:
+            raise ValueError(f"no published run {', '.join(missing)} under {output}")
+        runs = [r for r in runs if r.run_id in set(only)]
     return runs
 
 
