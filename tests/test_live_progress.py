@@ -130,3 +130,24 @@ def test_quiet_shows_nothing(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="audio_labelling.progress"):
         assert run_watched(lambda on_started: "result", display) == "result"
     assert caplog.records == []
+
+
+def test_the_job_keeps_the_main_thread_while_the_line_moves(tmp_path, caplog):
+    """Flink's and Spark's runners start their job server inside run(), which installs a SIGINT
+    handler: Python allows that in the main thread only, so the job must run there."""
+    import signal
+    import threading
+
+    class Pipe:
+        def isatty(self):
+            return False
+
+    def job(on_started):
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))   # what Beam's JobServer.start does
+        time.sleep(1.5)
+        return threading.current_thread() is threading.main_thread()
+
+    display = ProgressDisplay(JobProgress(str(tmp_path / "_progress")), interval_seconds=1, stream=Pipe())
+    with caplog.at_level(logging.INFO, logger="audio_labelling.progress"):
+        assert run_watched(job, display) is True
+    assert any(r.getMessage().startswith("progress: running") for r in caplog.records)

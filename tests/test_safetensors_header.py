@@ -99,4 +99,4 @@ def test_launch_with_a_non_object_entry_exits_2_with_one_line(tiny_header, tiny_
     code = main(["--input", str(audio), "--output", str(tmp_path / "out"), "--model", d])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and err[0].startswith("error: model.safetensors in ") and "'x'" in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: --model: model.safetensors in ") and "'x'" in err[0], err

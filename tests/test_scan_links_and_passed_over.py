@@ -40,8 +40,8 @@ def linked_tree(tmp_path):
     os.symlink(audio, audio / "loop")                               # a loop: passed over
     os.symlink(tmp_path / "nowhere.wav", audio / "dangling.wav")    # an input that cannot be read
     (audio / "notes.txt").write_text("hello")
-    (audio / "song.m4a").write_bytes(b"\0" * 10)
-    (audio / "CLIP.MP4").write_bytes(b"\0" * 10)
+    (audio / "cover.pdf").write_bytes(b"\0" * 10)   # (.m4a and .mp4 are audio now: FFmpeg reads them)
+    (audio / "PHOTO.JPG").write_bytes(b"\0" * 10)
     (audio / "README").write_text("no extension")
     os.mkfifo(audio / "pipe.wav")                                   # never opened: it would block
     return str(audio)
@@ -53,7 +53,7 @@ def test_links_are_followed_and_what_is_passed_over_is_counted(linked_tree):
     assert all(isinstance(s, SourceRef) for s in found)
     assert sorted(os.path.relpath(s.uri, linked_tree) for s in found) == [
         "a.wav", "b.wav", "dangling.wav", "more/c.wav", "real.wav"]
-    assert dict(discovery.passed_over) == {".txt": 1, ".m4a": 1, ".mp4": 1, "(none)": 1, SPECIAL: 1,
+    assert dict(discovery.passed_over) == {".txt": 1, ".pdf": 1, ".jpg": 1, "(none)": 1, SPECIAL: 1,
                                            DIRECTORY_LINK_WALKED: 2}   # loop, more_again
 
 
@@ -70,7 +70,7 @@ def test_a_run_labels_linked_audio_and_reports_what_it_passed_over(linked_tree, 
         "a.wav", "b.wav", "more/c.wav", "real.wav"]
     [error] = summary.errors.to_pylist()
     assert error["source_uri"].endswith("dangling.wav") and error["error_type"] == "FileNotFoundError"
-    expected = {".m4a": 1, ".mp4": 1, ".txt": 1, "(none)": 1, SPECIAL: 1, DIRECTORY_LINK_WALKED: 2}
+    expected = {".pdf": 1, ".jpg": 1, ".txt": 1, "(none)": 1, SPECIAL: 1, DIRECTORY_LINK_WALKED: 2}
     assert summary.files_passed_over == dict(sorted(expected.items()))
     with open(manifest_path(out, "links")) as f:
         assert json.load(f)["files_passed_over"] == summary.files_passed_over
@@ -81,8 +81,8 @@ def test_passed_over_files_are_counted_on_object_storage(s3_server):
     fs = s3_server.filesystem()
     root = f"{s3_server.bucket}/scan-{uuid.uuid4().hex[:8]}"
     for name, data in (("a.wav", WAV), ("d/b.flac", WAV), ("d/s.tar", make_tar([("m.wav", WAV)])),
-                       ("d/c.m4a", b"x"), ("notes.TXT", b"x"), ("e/f.opus.bak", b"x")):
+                       ("d/c.pdf", b"x"), ("notes.TXT", b"x"), ("e/f.opus.bak", b"x")):
         fs.pipe(f"{root}/{name}", data)
     discovery = Discovery(Storage(s3_server.storage_options()), DiscoveryRequest(inputs=(f"s3://{root}",)))
     assert sorted(s.uri.removeprefix(f"s3://{root}/") for s in discovery) == ["a.wav", "d/b.flac", "d/s.tar"]
-    assert dict(discovery.passed_over) == {".m4a": 1, ".txt": 1, ".bak": 1}
+    assert dict(discovery.passed_over) == {".pdf": 1, ".txt": 1, ".bak": 1}

@@ -239,28 +239,28 @@ class ProgressDisplay:
 
 def run_watched(job: Callable, display: ProgressDisplay):
     """Runs ``job(on_started)`` (which returns the finished PipelineResult, calling
-    ``on_started(result)`` as soon as the runner returned one) in a thread of its own, so that
-    the display can poll while runners that run the whole job inside ``run()`` (the DirectRunner)
-    block. Its exceptions are raised here."""
+    ``on_started(result)`` as soon as the runner returned one) in this thread while a thread of
+    the display's own polls, so that the line moves while runners that run the whole job inside
+    ``run()`` (the DirectRunner) block. The job keeps the launcher's main thread: runners that
+    start a job server (Flink's, Spark's) install signal handlers, which Python allows only
+    there, and Ctrl-C reaches the job as Beam expects."""
     if not display.enabled:
         return job(None)
-    outcome: dict = {}
 
     def started(result):
         display.progress.result = result
 
-    def target():
-        try:
-            outcome["result"] = job(started)
-        except BaseException as e:   # raised in the launcher's thread below
-            outcome["error"] = e
+    stop = threading.Event()
 
-    thread = threading.Thread(target=target, name="beam-job", daemon=True)
-    with display:
-        thread.start()
-        while thread.is_alive():
-            thread.join(display.poll_seconds)
+    def poll():
+        while not stop.wait(display.poll_seconds):
             display.tick()
-        if "error" in outcome:
-            raise outcome["error"]
-    return outcome["result"]
+
+    with display:
+        poller = threading.Thread(target=poll, name="progress-display", daemon=True)
+        poller.start()
+        try:
+            return job(started)
+        finally:
+            stop.set()
+            poller.join()

@@ -117,6 +117,19 @@ def remove_file(fs, path: str) -> None:
     fs.rm_file(path)
 
 
+def _folders_below(fs, folder: str) -> list[str]:
+    """Every folder under ``folder``, empty ones included, listed level by level: a recursive
+    find lists folders only above files, and SeaweedFS keeps an emptied folder listed (a
+    launcher's ``_progress/``, say) until it is deleted itself."""
+    found, todo = [], [folder]
+    while todo:
+        for info in children(fs, todo.pop()).values():
+            if info.get("type") == "directory":
+                found.append(info["name"].rstrip("/"))
+                todo.append(found[-1])
+    return found
+
+
 def remove_tree(fs, folder: str) -> list[str]:
     """Remove ``folder`` and everything under it; returns the files removed (``[]`` when absent)."""
     folder = folder.rstrip("/")
@@ -132,11 +145,7 @@ def remove_tree(fs, folder: str) -> list[str]:
             pass
     # Stores with real folders behind an S3 face (SeaweedFS's filer) keep the emptied folders
     # listed until they are deleted too; on S3 proper there are none and the deletes are no-ops.
-    _fresh(fs, folder)
-    try:
-        left = [p for p, i in fs.find(folder, withdirs=True, detail=True).items() if i.get("type") == "directory"]
-    except FileNotFoundError:
-        left = []
+    left = _folders_below(fs, folder)
     parents = {f.rsplit("/", 1)[0] for f in files}
     for path in list(parents):
         while path.startswith(folder + "/"):
