@@ -8,6 +8,7 @@ import select
 import time
 
 import apache_beam as beam
+import pytest
 
 from pipeline.console.live_progress import (
     JobProgress, ProgressDisplay, read_runner_metrics, read_worker_reports, run_watched)
@@ -151,3 +152,17 @@ def test_the_job_keeps_the_main_thread_while_the_line_moves(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="audio_labelling.progress"):
         assert run_watched(job, display) is True
     assert any(r.getMessage().startswith("progress: running") for r in caplog.records)
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+def test_worker_log_levels_are_names_both_harnesses_read(level):
+    """Flink's and Spark's job servers parse these options into Java's SdkHarnessOptions.LogLevel
+    (TRACE, DEBUG, INFO, WARN, ERROR, OFF): WARNING failed the submission there."""
+    from pipeline.console.logs import worker_log_args
+
+    java_levels = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF"}
+    args = dict(a.lstrip("-").split("=", 1) for a in worker_log_args(level, []))
+    levels = [args["default_sdk_harness_log_level"], *json.loads(args["sdk_harness_log_level_overrides"]).values()]
+    assert set(levels) <= java_levels, levels
+    for name in levels:   # and Python's harness reads each (logging.getLogger(m).setLevel(name))
+        logging.getLogger("audio_labelling.level_check").setLevel(name)

@@ -70,6 +70,13 @@ _WORKER_NOTICES = ("__main__", "apache_beam.runners.worker.sdk_worker_main",
                    "apache_beam.options.pipeline_options")
 
 
+# The level names both harnesses read: these options also reach Java (Flink's and Spark's job
+# servers parse them into SdkHarnessOptions, whose LogLevel enum has WARN, not WARNING, and no
+# CRITICAL; a name it cannot parse fails the job's submission with a bare INTERNAL error), and
+# Python's harness takes WARN as well.
+_HARNESS_LEVEL = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
+
+
 def worker_log_args(level: str, argv: list[str]) -> list[str]:
     """Beam options that give SDK workers (the DirectRunner's multi_processing workers, portable,
     Flink and Dataflow workers) the launcher's logging: the project's lines at ``level``, other
@@ -79,8 +86,8 @@ def worker_log_args(level: str, argv: list[str]) -> list[str]:
     given = " ".join(argv)
     if "--default_sdk_harness_log_level" in given or "--sdk_harness_log_level_overrides" in given:
         return []
-    args = [f"--default_sdk_harness_log_level={'INFO' if level == 'DEBUG' else 'WARNING'}"]
-    overrides = {name: level for name in PROJECT_LOGGERS}
+    args = [f"--default_sdk_harness_log_level={'INFO' if level == 'DEBUG' else 'WARN'}"]
+    overrides = {name: _HARNESS_LEVEL.get(level, level) for name in PROJECT_LOGGERS}
     if level != "DEBUG":
         overrides.update({name: "ERROR" for name in _WORKER_NOTICES})
     args.append(f"--sdk_harness_log_level_overrides={json.dumps(overrides)}")
