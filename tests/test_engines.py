@@ -61,26 +61,25 @@ def credentials(s3_server):
         yield
 
 
-def started(cluster_class, name: str, s3_server, tmp_path_factory, **kwargs):
+def engine_cluster(name, fetch, cluster_class, s3_server, tmp_path_factory):
+    """A class fixture's body: the engine's software (fetched or cached), then its cluster."""
     began = time.monotonic()
-    cluster = cluster_class(str(tmp_path_factory.mktemp(name)), worker_env(s3_server), pools=1,
-                            **kwargs).start()
+    dist = fetch()
+    TIMINGS[f"{name} software (fetched or cached)"] = time.monotonic() - began
+    began = time.monotonic()
+    cluster = cluster_class(str(tmp_path_factory.mktemp(name)), worker_env(s3_server), pools=1, dist=dist).start()
     TIMINGS[f"{name} start"] = time.monotonic() - began
-    return cluster
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # ------------------------------------------------------------------ Flink
 
 @pytest.fixture(scope="class")
 def flink(java, s3_server, tmp_path_factory):
-    began = time.monotonic()
-    dist = engine_dists.flink()
-    TIMINGS["flink software (fetched or cached)"] = time.monotonic() - began
-    cluster = started(FlinkCluster, "flink", s3_server, tmp_path_factory, dist=dist)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from engine_cluster("flink", engine_dists.flink, FlinkCluster, s3_server, tmp_path_factory)
 
 
 def finished_jobs(cluster: FlinkCluster) -> list[dict]:
@@ -188,14 +187,7 @@ def wait_for_running_job(cluster: FlinkCluster, known: set, launcher: subprocess
 
 @pytest.fixture(scope="class")
 def spark_cluster(java, s3_server, tmp_path_factory):
-    began = time.monotonic()
-    dist = engine_dists.spark()
-    TIMINGS["spark software (fetched or cached)"] = time.monotonic() - began
-    cluster = started(SparkCluster, "spark", s3_server, tmp_path_factory, dist=dist)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from engine_cluster("spark", engine_dists.spark, SparkCluster, s3_server, tmp_path_factory)
 
 
 class TestSpark:
