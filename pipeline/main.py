@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline.launch.options import (  # noqa: E402
     LabelAudioOptions, help_parser, take_launcher_flags, unknown_options)
-from pipeline.launch.storage_settings import StorageSettings  # noqa: E402
+from pipeline.launch.storage_settings import StorageSettings, without_url_credentials  # noqa: E402
 from pipeline.launch.worker_reach import check_worker_reach, runner_name  # noqa: E402
 from pipeline.runs.error_budget import ErrorFractionExceeded, check_error_fraction  # noqa: E402
 from pipeline.console.failure_report import FailedRun, where  # noqa: E402
@@ -164,8 +164,11 @@ def run(argv: list[str] | None = None, result_view=None) -> RunSummary:
     if problems:
         raise UsageError("; ".join(problems) + " (run_pipeline.py --help lists ours; Beam's own "
                          "pipeline options pass through)")
-    options = PipelineOptions(argv)
-    opts = options.view_as(LabelAudioOptions)
+    # ``opts`` keeps the real URLs: the graph is built from it, so the DoFns that open them get
+    # their credentials. Beam's own copy of the options, which its workers log and runners show,
+    # gets them scrubbed of user-info and credential query parameters.
+    options = PipelineOptions(without_url_credentials(argv))
+    opts = PipelineOptions(argv).view_as(LabelAudioOptions)
     refuse_unsupported_runner(options)
     validate(opts)
     unreachable = check_worker_reach(options, opts, storage.secret_flags)

@@ -1,6 +1,6 @@
 """Credentials in URL user-info and in credential-like HTTP headers are used to read, and
 recorded nowhere: not in clip ids, rows, the manifest (every path it records), error messages,
-logs or the pipeline options (issue 19, finding 9).
+logs or the pipeline options Beam's workers log (issue 19, finding 9).
 
 A real loopback HTTP server requires Basic auth (the password is in the input URLs) and counts
 the credential headers it receives, so the test also proves they were really used."""
@@ -16,6 +16,7 @@ from pipeline.demo.audio import tone
 from pipeline.launch.options import LabelAudioOptions
 from pipeline.main import build_manifest, run
 from pipeline.runs.layout import Attempt, manifest_path
+from pipeline.runs.publish import read_json_document, write_json_document
 from pipeline.runs.summary import RunSummary
 from tests.http_server import FileServer
 from tests.shard_corpus import audio_bytes, make_tar
@@ -45,6 +46,19 @@ def test_the_manifest_scrubs_every_path_it_records(tiny_checkpoint, tmp_path):
     assert manifest["settings"]["class_thresholds"] == "https://h.example/t.csv"
     assert manifest["settings"]["label_map"] == "https://h.example/m.csv"
     assert manifest["inputs"] == ["https://h.example/a.wav"]
+
+
+def test_every_manifest_is_scrubbed_as_it_is_written(tmp_path):
+    """Parts added to a run's manifest after build_manifest (its files, its Iceberg record) and
+    the index's and custom classes' manifests all go through write_json_document."""
+    document = {"iceberg": {"catalog": f"postgresql://alice:{PASSWORD}@db.example/catalog"},
+                "files": {"clips": ["clips/run_id=r/part-0.parquet"]},
+                "model": {"uri": "https://h.example/m.safetensors?X-Amz-Signature=SIGVAL&v=2"}}
+    write_json_document(str(tmp_path / "m.json"), document)
+    assert read_json_document(str(tmp_path / "m.json")) == {
+        "iceberg": {"catalog": "postgresql://db.example/catalog"},
+        "files": {"clips": ["clips/run_id=r/part-0.parquet"]},
+        "model": {"uri": "https://h.example/m.safetensors?v=2"}}
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +100,34 @@ def test_user_info_and_secret_headers_are_used_but_never_recorded(server, tiny_c
     for value in SECRETS:
         assert value not in everything, value
     assert json.loads(manifest_text)["inputs"] == [f"{base}/b.wav"]
+
+
+def test_workers_and_runners_never_get_url_credentials_in_their_options(server, tiny_checkpoint, tmp_path):
+    """Beam's SDK workers log the pipeline options they start with, and runners show them (Flink's
+    web UI): the options Beam gets carry every URL scrubbed, while the DoFns, built from the
+    launcher's real values, still read with the password. Launched as users launch it, with
+    multi-process workers and every log line on (DEBUG); the manifest's parts added after it
+    was built (files, attempt) are scrubbed too."""
+    import subprocess
+    import sys
+
+    secret = f"alice:{PASSWORD}"
+    query_token = "SIGVAL-4e0b77"
+    out = str(tmp_path / "out")
+    argv = [sys.executable, "run_pipeline.py", "--input", server.url("/a.wav", secret),
+            f"--input={server.url('/b.wav', secret)}?X-Amz-Signature={query_token}",
+            "--output", out, "--model", tiny_checkpoint, "--run_id", "workers", "--log_level", "DEBUG",
+            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The workers started and logged their options (so the check below looks at them).
+    assert "Pipeline_options" in done.stdout + done.stderr
+    with open(manifest_path(out, "workers")) as f:
+        manifest_text = f.read()
+    everything = "\n".join([done.stdout, done.stderr, manifest_text])
+    for value in (PASSWORD, "alice", query_token):
+        assert value not in everything, value
+    gets = [path for method, path, _ in server.requests if method == "GET"]
+    assert any(p.startswith("/b.wav?X-Amz-Signature=" + query_token) for p in gets)
+    base = server.url("")
+    assert json.loads(manifest_text)["inputs"] == [f"{base}/a.wav", f"{base}/b.wav"]

@@ -37,6 +37,7 @@ from pipeline.launch.options import LabelAudioOptions
 from transforms.io.storage import (SECRETS_ENV, aws_env_credentials, hide_in_logs, is_per_protocol,
                                 merge_options, parse_storage_options, secret_values, split_secrets,
                                 unhide_in_logs)
+from transforms.io.url_secrets import scrub_text
 
 S3_SECRET_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
 STORAGE_FLAG = "--storage_options"
@@ -56,6 +57,30 @@ def drop_flags(argv: list[str], names: tuple[str, ...]) -> list[str]:
             continue
         kept.append(arg)
     return kept
+
+
+# Our options that hold URLs: Beam's copy of them (which its workers and runners log, and Flink's
+# web UI shows) gets them without user-info or credential query parameters.
+URL_FLAGS = ("--input", "--input_manifest", "--output", "--model", "--skip_labelled", "--label_map",
+             "--class_thresholds")
+
+
+def without_url_credentials(argv: list[str], names: tuple[str, ...] = URL_FLAGS) -> list[str]:
+    """argv with the value of each ``--name value`` / ``--name=value`` scrubbed as a recorded URL
+    is (transforms/io/url_secrets.py). Only for the options Beam keeps: the graph is built from
+    the real values, so the DoFns that open the URLs still get their credentials."""
+    scrubbed, value_next = [], False
+    for arg in argv:
+        if value_next:
+            scrubbed.append(scrub_text(arg))
+            value_next = False
+            continue
+        name, equals, value = arg.partition("=")
+        if name in names:
+            value_next = not equals
+            arg = f"{name}={scrub_text(value)}" if equals else arg
+        scrubbed.append(arg)
+    return scrubbed
 
 
 def _s3_section(options: dict, per_protocol: bool) -> dict:

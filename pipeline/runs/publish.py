@@ -41,6 +41,7 @@ from pipeline.runs import killpoint, store
 from pipeline.runs.layout import (
     MANIFEST_NAME, RUNS_DIR, TABLE_NAMES, Attempt, is_run_id, manifest_path, published_table_dir,
     run_meta_dir)
+from transforms.io.url_secrets import scrub_recorded
 
 _LOG = logging.getLogger(__name__)
 # Option names whose values are credentials; never written to manifests or logs.
@@ -145,9 +146,11 @@ def write_manifest(output: str, run_id: str, manifest: dict, storage_options: di
 
 def write_json_document(url: str, document: dict, storage_options: dict | None = None) -> str:
     """Write one small JSON object whole (a PUT on object storage, a rename on a local disk):
-    readers see the old document or the new one. Every manifest is written this way."""
+    readers see the old document or the new one. Every manifest is written this way, and every
+    string in it scrubbed of URL user-info and credential query parameters on the way (a last
+    guard: parts added after a manifest was built, such as its files and Iceberg record, too)."""
     fs, final = _fs(url, storage_options)
-    body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+    body = json.dumps(scrub_recorded(document), indent=2, sort_keys=True, default=str).encode()
     if _is_local(fs):
         tmp = f"{final}.tmp-{secrets.token_hex(4)}"
         fs.pipe_file(tmp, body)
