@@ -25,7 +25,7 @@ from pipeline.classes.train import LabelFit, train_classifier  # noqa: E402
 from pipeline.runs.summary import AccountingError  # noqa: E402
 from pipeline.vectors.archive import Archive, NoIndexError  # noqa: E402
 from pipeline.vectors.query import FingerprintMismatch, QueryEmbedder  # noqa: E402
-from pipeline.vectors.runs import filesystem  # noqa: E402
+from pipeline.vectors.runs import filesystem, run_id_list  # noqa: E402
 from transforms.io.storage import StorageOptionsError, parse_storage_options  # noqa: E402
 from transforms.scoring.custom_classes import CLASSIFIER_FILE, LinearClassifier, dumps, loads  # noqa: E402
 
@@ -107,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("apply", help="score every window of the published runs into the custom_labels table")
     a.add_argument("--output", required=True)
     a.add_argument("--classifier", required=True, help="a saved classifier (folder or classifier.json)")
-    a.add_argument("--runs", help="comma-separated run ids (default: every published run with embeddings)")
+    a.add_argument("--runs", type=run_id_list,
+                   help="comma-separated run ids (default: every published run with embeddings)")
     a.add_argument("--iceberg_catalog", help="also commit to the Iceberg table <namespace>.custom_labels")
     a.add_argument("--iceberg_namespace", default="audio_labelling")
     a.add_argument("--storage_options", help="fsspec options as JSON (credentials stay out of the job's options)")
@@ -130,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             for fit in fits:
                 print(fit.render())
             return 0
-        report = apply(args.output, args.classifier, beam_args, storage_options,
-                       [r for r in (args.runs or "").split(",") if r] or None, args.iceberg_catalog,
-                       args.iceberg_namespace)
+        report = apply(args.output, args.classifier, beam_args, storage_options, args.runs or None,
+                       args.iceberg_catalog, args.iceberg_namespace)
     except (NoIndexError, FingerprintMismatch, StorageOptionsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import sys
 from pipeline.vectors.build import BuildReport, IndexBuildError, build_index
 from pipeline.vectors.layout import LEVELS
 from pipeline.vectors.partition import DEFAULT_EXACT_MAX
+from pipeline.vectors.runs import run_id_list
 from transforms.io.storage import StorageOptionsError, parse_storage_options
 
 __all__ = ["build", "main"]
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--output", required=True, help="output root of the runs (path or URL)")
     b.add_argument("--level", choices=LEVELS, default="segments",
                    help="segments: one vector per window (default); clips: one per clip")
-    b.add_argument("--runs", help="comma-separated run ids to index (default: every published run)")
+    b.add_argument("--runs", type=run_id_list, help="comma-separated run ids to index (default: every published run)")
     b.add_argument("--exact_max", type=int, default=DEFAULT_EXACT_MAX,
                    help=f"partitions up to this many vectors are searched exactly; larger ones get an "
                         f"IVF-SQ8 index with exact rerank (default {DEFAULT_EXACT_MAX})")
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         storage_options = parse_storage_options(args.storage_options)
-        report = build(args.output, args.level, [r for r in (args.runs or "").split(",") if r] or None,
-                       storage_options, args.exact_max, args.threads)
+        report = build(args.output, args.level, args.runs or None, storage_options, args.exact_max,
+                       args.threads)
     except (IndexBuildError, StorageOptionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

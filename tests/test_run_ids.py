@@ -42,6 +42,20 @@ def test_a_run_id_outside_the_pattern_is_refused_for_object_storage_too(s3_serve
     assert not s3_server.filesystem().exists(out.removeprefix("s3://"))
 
 
+@pytest.mark.parametrize("command", [["index", "build"], ["classify", "apply", "--classifier", "c"]])
+def test_the_search_commands_refuse_a_run_id_outside_the_pattern(command, tmp_path, capsys):
+    """``--runs`` of ``index build`` and ``classify apply`` names run ids too: each is checked
+    before anything is read (exit 2, naming it)."""
+    from pipeline import classify, index
+
+    main_of = {"index": index.main, "classify": classify.main}[command[0]]
+    with pytest.raises(SystemExit) as exit_:
+        main_of(command[1:] + ["--output", str(tmp_path), "--runs", "r1,.."])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "--runs" in err and "'..' is not a run id" in err, err
+
+
 def test_the_pattern():
     for good in ("nightly", "2026-12-03", "run_1.b", "A-Z.09_", "x" * RUN_ID_MAX_LENGTH, "..."):
         assert is_run_id(good) and check_run_id(good) == good

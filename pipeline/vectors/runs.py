@@ -2,6 +2,7 @@
 embeddings read back in batches (memory bounded by the batch, not by the run). Beam-free."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.runs.layout import RUN_ID_RULE, is_run_id
 from pipeline.runs.publish import finished_runs, published_files, read_manifest
 from transforms.io.storage import options_for_protocol, protocol_of
 from transforms.scoring.fingerprint import embedding_fingerprint
@@ -19,6 +21,16 @@ BATCH_ROWS = 8192
 # What the index keeps of each row besides its vector (see pipeline/vectors/layout.py).
 SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds", "labels", "run_id"]
 CLIP_COLUMNS = ["clip_id", "source_uri", "shard_uri", "member_name", "duration_seconds", "labelled_at", "run_id"]
+
+
+def run_id_list(text: str) -> list[str]:
+    """``--runs a,b``: the run ids named, each checked (an argparse ``type``: a bad one is a
+    usage error naming it; empty parts are ignored)."""
+    named = [run_id for run_id in text.split(",") if run_id]
+    for run_id in named:
+        if not is_run_id(run_id):
+            raise argparse.ArgumentTypeError(f"{run_id!r} is not a run id: {RUN_ID_RULE}")
+    return named
 
 
 def filesystem(url: str, storage_options: dict | None = None):
