@@ -115,7 +115,8 @@ class FakeHub:
         else:
             self._error(request, 404, None, "no such route", body)
 
-    def _repo(self, request, repo_id: str, body: bool) -> HubRepo | None:
+    def _commit(self, request, repo_id: str, revision: str, body: bool) -> tuple[HubRepo, str] | None:
+        """The repo and the commit ``revision`` names, or None once the hub's error was sent."""
         repo = self.repos.get(repo_id)
         if repo is None:
             self._error(request, 404, "RepoNotFound", "Repository not found", body)
@@ -123,29 +124,27 @@ class FakeHub:
         if repo.token and request.headers.get("Authorization") != f"Bearer {repo.token}":
             self._error(request, 401, "RepoNotFound", "Invalid username or password.", body)
             return None
-        return repo
-
-    def _model_info(self, request, repo_id: str, revision: str, body: bool) -> None:
-        repo = self._repo(request, repo_id, body)
-        if repo is None:
-            return
         sha = repo.resolve(revision)
         if sha is None:
             self._error(request, 404, "RevisionNotFound", f"Invalid rev id: {revision}", body)
+            return None
+        return repo, sha
+
+    def _model_info(self, request, repo_id: str, revision: str, body: bool) -> None:
+        found = self._commit(request, repo_id, revision, body)
+        if found is None:
             return
+        repo, sha = found
         info = {"_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
                 "sha": sha, "private": bool(repo.token), "tags": [], "library_name": "transformers",
                 "siblings": [{"rfilename": name} for name in sorted(repo.commits[sha])]}
         self._send(request, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
 
     def _file(self, request, repo_id: str, revision: str, name: str, body: bool) -> None:
-        repo = self._repo(request, repo_id, body)
-        if repo is None:
+        found = self._commit(request, repo_id, revision, body)
+        if found is None:
             return
-        sha = repo.resolve(revision)
-        if sha is None:
-            self._error(request, 404, "RevisionNotFound", f"Invalid rev id: {revision}", body)
-            return
+        repo, sha = found
         data = repo.commits[sha].get(name)
         if data is None:
             self._error(request, 404, "EntryNotFound", f"{name} does not exist on {revision}", body)
