@@ -101,4 +101,23 @@ def test_a_latin1_member_name_on_object_storage(s3_server):
     assert [c.clip_id for c in clips] == [f"{root}/s.tar#a%F1o.wav", f"{root}/s.tar#b.wav"]
     assert name_bytes(clips[0].member_name) == "año.wav".encode("latin-1")
     for clip in clips:
-        FastPrimitivesCoder().encode((clip.clip_id, clip.member_name))
+        FastPrimitivesCoder().encode((clip.clip_id, clip))   # keyed by clip id, as Beam carries it
+
+
+def test_an_input_that_is_not_utf8_and_matches_nothing_is_an_error_row(tmp_path):
+    """The pattern itself is recorded as names are: an error row Beam's coder and Parquet take
+    (it used to fail the job as the names did), naming the pattern escaped."""
+    import pyarrow as pa
+    from apache_beam.coders import FastPrimitivesCoder
+
+    from transforms.elements import DiscoveryRequest, InputError
+    from transforms.io.sources import Discovery
+    from transforms.io.storage import Storage
+
+    missing = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"nope_caf\xe9.wav"))
+    [error] = list(Discovery(Storage(), DiscoveryRequest(inputs=(missing,))))
+    assert isinstance(error, InputError) and error.error_type == "NoFilesMatched", error
+    assert error.source_uri == f"{tmp_path}/nope_caf%E9.wav"
+    assert "\udce9" not in error.message and "nope_caf%E9.wav" in error.message
+    FastPrimitivesCoder().encode((error.source_uri, error.message))
+    pa.array([error.source_uri, error.message])

@@ -171,11 +171,18 @@ class InputError:
     shard_uri: str | None = None
     member_name: str | None = None
 
+    def __post_init__(self):
+        # Every error row is recorded as names are (transforms/io/names.py), whatever its maker
+        # passed: a pattern, path or message may hold a name that is not UTF-8 (a FileNotFoundError
+        # quotes it), which Beam's coder and Parquet refuse. Valid UTF-8 passes unchanged.
+        for name in ("source_uri", "message", "clip_id", "shard_uri", "member_name"):
+            object.__setattr__(self, name, record_name(getattr(self, name)))
+
     @classmethod
     def from_exception(cls, source_uri: str, stage: str, error: BaseException,
                        clip_id: str | None = None, shard_uri: str | None = None,
                        member_name: str | None = None) -> "InputError":
-        # A message may quote a name that is not UTF-8 (FileNotFoundError does): recorded as names are.
+        # Escaped before the cut, so the cut never splits an escape.
         return cls(source_uri=source_uri, stage=getattr(error, "stage", stage),
                    error_type=type(error).__name__, message=record_name(str(error))[:2000],
                    clip_id=clip_id, shard_uri=shard_uri, member_name=member_name)

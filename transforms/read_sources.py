@@ -199,7 +199,7 @@ class ReadSources(beam.DoFn):
                 clip_id = member_clip_id(uri, member)
                 if isinstance(item, MemberProblem):
                     yield beam.pvalue.TaggedOutput("errors", InputError(
-                        clip_id, "read", item.error_type, record_name(item.message), clip_id=clip_id,
+                        clip_id, "read", item.error_type, item.message, clip_id=clip_id,
                         shard_uri=uri, member_name=member))
                 elif known.has(member, key):
                     self._skipped.inc()   # same shard content, labelled before: not again

@@ -298,7 +298,7 @@ class Discovery:
                 continue
             if not sources:
                 yield InputError(pattern, "discover", "NoFilesMatched",
-                                 f"no audio files or shards match {pattern!r}")
+                                 f"no audio files or shards match {record_name(pattern)!r}")
             for source in sources:
                 if self._new(source.location):   # the real name: escaped ones never merge
                     yield source
