@@ -70,6 +70,7 @@ from pipeline.lakehouse.iceberg_source import (add_iceberg_source_arguments, che
 from pipeline.runs.table_files import read_parquet_path
 from transforms.scoring.labels import LabelMap, load_label_map, roll_up
 from transforms.io.hub_models import download_snapshot, parse_hub_model
+from transforms.io.checkpoint import CONFIG_FILE
 
 MISSING = "<no prediction>"
 UNMAPPED = "<unmapped>"
@@ -221,7 +222,7 @@ def model_labels_from_checkpoint(path: str) -> list[str]:
         return load_label_map(path).targets
     hub_model = parse_hub_model(path)
     if hub_model is not None:   # a Hugging Face model id, as run_pipeline.py --model takes it
-        path, _ = download_snapshot(hub_model)
+        path, _ = download_snapshot(hub_model, files=(CONFIG_FILE,))   # the class names only
     fs, root = fsspec.core.url_to_fs(path)
     config_path = root if root.endswith(".json") else f"{root.rstrip('/')}/config.json"
     with fs.open(config_path, "r") as f:

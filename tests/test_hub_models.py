@@ -185,3 +185,15 @@ def test_a_hub_model_labels_as_the_same_checkpoint_given_as_a_directory(audio_fo
             assert TOKEN.encode() not in open(os.path.join(root, name), "rb").read(), name
     assert f"hf://{REPO}@{commit}" in caplog.text and TOKEN not in caplog.text
     assert {auth for _, _, auth in hub.requests} == {f"Bearer {TOKEN}"}      # it went to the hub only
+
+
+def test_evaluate_reads_a_hub_models_class_names_without_its_weights(hub, hub_env, tiny_checkpoint):
+    """pipeline.evaluate needs config.json's id2label only: the weights stay on the hub."""
+    from pipeline.evaluate import model_labels_from_checkpoint
+
+    hub_env.setenv("HF_TOKEN", TOKEN)
+    config = json.loads(read_folder(tiny_checkpoint)["config.json"])
+    labels = model_labels_from_checkpoint(f"{REPO}@v1")
+    assert labels == [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
+    fetched = {p.rsplit("/", 1)[-1] for p in hub.paths("GET") if "/resolve/" in p}
+    assert fetched == {"config.json"}

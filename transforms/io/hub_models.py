@@ -142,14 +142,15 @@ def _quiet_tqdm():
     return Quiet
 
 
-def download_snapshot(model: HubModel, progress: bool = False, local_only: bool = False) -> tuple[str, str]:
-    """(local snapshot folder, commit sha) of ``model``'s checkpoint files, in this machine's
-    Hugging Face cache: downloaded where missing, from the cache alone when offline (or
-    ``local_only``). ``progress``: huggingface_hub's download bars on stderr."""
+def download_snapshot(model: HubModel, progress: bool = False, local_only: bool = False,
+                      files: tuple[str, ...] = HUB_FILES) -> tuple[str, str]:
+    """(local snapshot folder, commit sha) of ``model``'s ``files`` (default: the checkpoint's),
+    in this machine's Hugging Face cache: downloaded where missing, from the cache alone when
+    offline (or ``local_only``). ``progress``: huggingface_hub's download bars on stderr."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(model.repo_id, revision=model.revision, allow_patterns=list(HUB_FILES),
+        folder = snapshot_download(model.repo_id, revision=model.revision, allow_patterns=list(files),
                                    cache_dir=hub_cache_dir(), local_files_only=local_only or hub_offline(),
                                    endpoint=_hub_endpoint(), tqdm_class=None if progress else _quiet_tqdm())
     except Exception as e:   # huggingface_hub's errors, requests' connection errors
