@@ -44,19 +44,31 @@ STORAGE_FLAG = "--storage_options"
 _AWS_ENV = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
 
 
+def _map_flag_values(argv: list[str], names: tuple[str, ...], change) -> list[str]:
+    """argv with the value of each ``--name value`` / ``--name=value`` for each name replaced by
+    ``change(value)``, or the flag dropped with its value where that returns None."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, equals, value = arg.partition("=")
+        i += 1
+        if name not in names:
+            out.append(arg)
+            continue
+        if not equals and i < len(argv):
+            value, i = argv[i], i + 1
+        elif not equals:                 # a flag without its value: left for the parser to refuse
+            out.append(arg)
+            continue
+        changed = change(value)
+        if changed is not None:
+            out.append(f"{name}={changed}")
+    return out
+
+
 def drop_flags(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """argv without ``--name value`` / ``--name=value`` for each name."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in names:
-            skip = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept
+    return _map_flag_values(argv, names, lambda value: None)
 
 
 # Our options that hold URLs: Beam's copy of them (which its workers and runners log, and Flink's
@@ -69,18 +81,7 @@ def without_url_credentials(argv: list[str], names: tuple[str, ...] = URL_FLAGS)
     """argv with the value of each ``--name value`` / ``--name=value`` scrubbed as a recorded URL
     is (transforms/io/url_secrets.py). Only for the options Beam keeps: the graph is built from
     the real values, so the DoFns that open the URLs still get their credentials."""
-    scrubbed, value_next = [], False
-    for arg in argv:
-        if value_next:
-            scrubbed.append(scrub_text(arg))
-            value_next = False
-            continue
-        name, equals, value = arg.partition("=")
-        if name in names:
-            value_next = not equals
-            arg = f"{name}={scrub_text(value)}" if equals else arg
-        scrubbed.append(arg)
-    return scrubbed
+    return _map_flag_values(argv, names, scrub_text)
 
 
 def _s3_section(options: dict, per_protocol: bool) -> dict:
