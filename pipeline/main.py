@@ -36,7 +36,7 @@ from transforms.io.checkpoint import CheckpointError  # noqa: E402
 from transforms.io.hub_models import inspect_model  # noqa: E402
 from transforms.progress import reset_process_progress  # noqa: E402
 from transforms.io.storage import StorageOptionsError, scrub_urls_in_logs  # noqa: E402
-from transforms.io.url_secrets import scrub_recorded, scrub_text, scrub_url  # noqa: E402
+from transforms.io.url_secrets import scrub_recorded, scrub_text  # noqa: E402
 from transforms.audio.windowing import WindowGeometry  # noqa: E402
 
 _LOG = logging.getLogger("audio_labelling")
@@ -407,8 +407,8 @@ def build_manifest(opts, checkpoint, summary: RunSummary, started, finished,
     seconds = (finished - started).total_seconds()
     return scrub_recorded({
         "run_id": summary.run_id,
-        "inputs": [scrub_url(u) for u in opts.input or []],
-        "input_manifests": [scrub_url(u) for u in getattr(opts, "input_manifest", None) or []],
+        "inputs": list(opts.input or []),
+        "input_manifests": list(getattr(opts, "input_manifest", None) or []),
         "storage_options": redact(storage_options or {}),
         "counts": summary.counts(),
         "files_passed_over": summary.files_passed_over,   # not inputs: what scans left out, by kind
