@@ -69,8 +69,6 @@ class DecodeAndFeaturize(beam.DoFn):
                                         features=window.features)
                     emitted += 1
                     self._windows.inc()
-            if watched.failure is not None:   # swallowed by the decoder (see WatchedFile)
-                raise watched.failure
         except Exception as e:
             # Errors of the machine or the store fail the bundle (the runner retries it; if they
             # persist the run fails), also when the decoder swallowed or wrapped them.
@@ -84,6 +82,8 @@ class DecodeAndFeaturize(beam.DoFn):
             yield beam.pvalue.TaggedOutput(OUTCOMES, (source.clip_id, ClipOutcome(
                 source.source_uri, clip, emitted, source.error(stage, e))))
             return
+        if watched.failure is not None:   # swallowed by the decoder (see WatchedFile): raised
+            raise watched.failure
         self._decoded.inc()
         self._audio_ms.inc(int(audio.decoded_seconds * 1000))
         # A shard's members are not sources: ReadSources counts the shard done.

@@ -63,8 +63,8 @@ class FfmpegReader:
 
     def _open_stream(self) -> None:
         container = self._container
-        name = container.format.name
-        if not _names(container) & FFMPEG_CONTAINERS:
+        name, names = container.format.name, _names(container)
+        if not names & FFMPEG_CONTAINERS:
             raise AudioDecodeError("decode", f"FFmpeg reads it as {name!r}, which is not a container "
                                              "this pipeline decodes with FFmpeg")
         if not container.streams.audio:
@@ -77,11 +77,9 @@ class FfmpegReader:
         if context is None or not context.sample_rate:
             raise AudioDecodeError("decode", f"the first audio stream of the {name} container has no "
                                              "decodable codec or no sample rate")
-        self.format = name
-        self.codec = context.name
         rate, channels = int(context.sample_rate), int(context.channels)
         frames, claimed = 0, False
-        if not _names(container) & RAW_STREAMS:
+        if not names & RAW_STREAMS:
             if stream.duration and stream.time_base:
                 frames, claimed = round(float(stream.duration * stream.time_base) * rate), True
             elif container.duration:
