@@ -4,7 +4,7 @@ import re
 
 from pipeline.demo.audio import chirp, tone, write_audio
 from pipeline.main import run
-from transforms.progress import ProgressLog
+from transforms.progress import ProgressLog, ProgressSettings
 
 
 def test_progress_lines_during_a_run(tmp_path, tiny_checkpoint, caplog):
@@ -37,7 +37,7 @@ def test_progress_lines_during_a_run(tmp_path, tiny_checkpoint, caplog):
 
 
 def test_interval_limits_how_often_it_logs(caplog):
-    log = ProgressLog(interval_seconds=3600)
+    log = ProgressLog(ProgressSettings(interval_seconds=3600))
     with caplog.at_level(logging.INFO, logger="audio_labelling.progress"):
         for _ in range(100):
             log.add(windows_scored=1)

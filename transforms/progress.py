@@ -58,9 +58,7 @@ class ProgressSettings:
 
 
 class ProgressLog:
-    def __init__(self, settings: ProgressSettings | None = None, *, interval_seconds: float | None = None):
-        if settings is None and interval_seconds is not None:
-            settings = ProgressSettings(interval_seconds)
+    def __init__(self, settings: ProgressSettings | None = None):
         self.settings = settings or ProgressSettings()
         self.counts = dict.fromkeys(FIELDS, 0)
         self._started = time.monotonic()
