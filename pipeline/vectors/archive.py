@@ -13,18 +13,19 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.runs import store
 from pipeline.runs.publish import read_json_document
 from pipeline.runs.summary import read_table
 from pipeline.vectors.layout import archive_doc_path, build_dir, partition_manifest_path
 from pipeline.vectors.partition import Partition
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from pipeline.vectors.where import Where
+from transforms.io.checkpoint_cache import discard_entry, download_file, place_in_cache
 from transforms.io.machine_cache import cache_subdir
 
 _LOG = logging.getLogger(__name__)
@@ -209,22 +210,36 @@ def _clip_times(output: str, run: PublishedRun, storage_options) -> pa.Table:
 def _local_folder(output: str, level: str, run_id: str, manifest: dict, storage_options,
                   cache_dir: str | None) -> str:
     """The partition's build folder on local disk: where it is for a local output; otherwise a
-    copy in the machine's cache (memory-mapping needs a local file), downloaded once per build."""
+    copy in the machine's cache (memory-mapping needs a local file), downloaded once per build
+    (a build's files never change) and put in place whole (transforms/io/checkpoint_cache.py
+    place_in_cache): an entry another process may be reading is never replaced."""
     url = build_dir(output, level, run_id, manifest["build"])
     fs, path = filesystem(url, storage_options)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
+    if store.is_local(fs):
         return path
+    base = cache_dir or cache_subdir("index")
     key = hashlib.sha256(url.encode()).hexdigest()[:24]
-    local = os.path.join(cache_dir or cache_subdir("index"), key)
-    done = os.path.join(local, ".complete")
-    if not os.path.exists(done):
-        partial = f"{local}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        for name in manifest["files"]:
-            fs.get_file(f"{path.rstrip('/')}/{name}", os.path.join(partial, name))
-        open(os.path.join(partial, ".complete"), "w").close()
-        shutil.rmtree(local, ignore_errors=True)
-        os.replace(partial, local)
-    return local
+    names = list(manifest["files"])
+
+    def whole(entry: str) -> bool:
+        return all(os.path.isfile(os.path.join(entry, name)) for name in names)
+
+    def reuse(entry: str) -> bool:
+        if whole(entry):
+            return True
+        discard_entry(entry, base)   # damaged (files deleted by hand): fetched again
+        return False
+
+    local = os.path.join(base, key)
+    if os.path.isdir(local) and reuse(local):
+        return local
+
+    def fill(partial: str) -> str:
+        for name in names:
+            download_file(fs, f"{path.rstrip('/')}/{name}", os.path.join(partial, name), f"{url}/{name}")
+        return key
+
+    placed = place_in_cache(base, fill, reuse)
+    if placed is None:
+        raise OSError(f"could not put index partition {url} into the cache folder {local}")
+    return placed
