@@ -21,6 +21,7 @@ from importlib import metadata
 import numpy as np
 import pyarrow as pa
 
+from pipeline.runs import store
 from pipeline.runs.publish import read_json_document, write_json_document
 from pipeline.vectors.layout import (ANN_FILE, BUILD_FILES, archive_doc_path, build_dir, level_dir, new_build_id,
                                      partition_dir, partition_manifest_path)
@@ -255,14 +256,15 @@ def _upload(work: str, target: str, names: list[str], storage_options) -> None:
 def _retire_other_builds(output: str, level: str, run_id: str, keep: str, storage_options) -> None:
     """After the swap: earlier builds of the partition (and failed ones) go."""
     fs, root = filesystem(partition_dir(output, level, run_id), storage_options)
-    fs.invalidate_cache(root)
-    for path in fs.ls(root, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
+    for name, info in sorted(store.children(fs, root).items()):
         if not name.startswith("_") and name != keep:
             try:
-                fs.rm(path, recursive=True)
+                if info.get("type") == "directory":
+                    store.remove_tree(fs, info["name"])
+                else:
+                    store.remove_file(fs, info["name"])
             except Exception as e:   # published all the same; the next build retries
-                _LOG.error("index partition %s: could not remove earlier build %s: %s", run_id, path, e)
+                _LOG.error("index partition %s: could not remove earlier build %s: %s", run_id, info["name"], e)
 
 
 def _versions() -> dict:
