@@ -93,5 +93,6 @@ def test_partition_search_against_brute_force(tmp_path):
         assert partition.search(q, 10, allowed, nprobe=32)[1].tolist() == truth.tolist()
     few = np.zeros(n, bool)
     few[[5, 900, 2999]] = True          # fewer matches than k: all of them, best first
-    got = partition.search(x[0], 10, few)[1]
-    assert sorted(got.tolist()) == [5, 900, 2999]
+    scores, got = partition.search(x[0], 10, few)
+    assert got.tolist() == sorted([5, 900, 2999], key=lambda i: -float(x[i] @ x[0]))
+    np.testing.assert_allclose(scores, x[got] @ x[0], atol=1e-6)
