@@ -74,10 +74,6 @@ class Archive:
     def embedding_fingerprint(self) -> str:
         return self.doc["embedding_fingerprint"]
 
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.partitions)
-
     @classmethod
     def open(cls, output: str, level: str = "segments", storage_options: dict | None = None,
              cache_dir: str | None = None) -> "Archive":
@@ -169,10 +165,7 @@ class Archive:
         columns = {name: [] for name in HIT_SCHEMA.names}
         for rank, (score, row, partition) in enumerate(found, 1):
             r = partition.rows.slice(int(row), 1).to_pylist()[0]
-            clip_pos = r.get("clip_row")
-            if clip_pos is None:   # a partition built before rows pointed at their clip
-                clip_pos = pc.index(partition.clips["clip_id"], r["clip_id"]).as_py()
-            clip = partition.clips.slice(clip_pos, 1).to_pylist()[0] if clip_pos >= 0 else {}
+            clip = partition.clips.slice(r["clip_row"], 1).to_pylist()[0]
             values = {**r, "rank": rank, "similarity": score, "shard_uri": clip.get("shard_uri"),
                       "member_name": clip.get("member_name"), "labelled_at": clip.get("labelled_at")}
             for name in HIT_SCHEMA.names:
@@ -198,7 +191,7 @@ class Archive:
                 if not len(chosen):
                     raise KeyError(f"clip {clip_id} has no window {window} (windows 0..{int(np.nanmax(windows))})")
                 return np.asarray(partition.vectors[int(chosen[0])], np.float32)
-            return np.asarray(partition.vectors[np.sort(positions)], np.float32).mean(axis=0)
+            return np.asarray(partition.vectors[positions], np.float32).mean(axis=0)
         raise KeyError(f"clip {clip_id} is not in the {self.level} index of {self.output}")
 
 

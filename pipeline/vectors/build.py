@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.runs import store
+from pipeline.runs.layout import new_attempt_id
 from pipeline.runs.publish import read_json_document, write_json_document
-from pipeline.vectors.layout import (ANN_FILE, BUILD_FILES, archive_doc_path, build_dir, level_dir, new_build_id,
+from pipeline.vectors.layout import (ANN_FILE, BUILD_FILES, archive_doc_path, build_dir, level_dir,
                                      partition_dir, partition_manifest_path)
 from pipeline.vectors.partition import (DEFAULT_EXACT_MAX, PartitionWriter, build_ann, default_nprobe, ivf_cells)
 from pipeline.vectors.runs import (CLIP_COLUMNS, SEGMENT_COLUMNS, PublishedRun, embedding_matrix, filesystem,
@@ -180,7 +181,7 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
                     threads: int | None = None) -> dict:
     """Build one run's partition in a local folder, upload it, then publish its manifest."""
     table = "segments" if level == "segments" else "clips"
-    build_id = new_build_id()
+    build_id = new_attempt_id()
     work = tempfile.mkdtemp(prefix=f"index-{run.run_id}-", dir=cache_subdir("index-builds"))
     try:
         num_rows = row_count(run.files(table, storage_options), storage_options)
@@ -189,10 +190,8 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
         writer = PartitionWriter(work, num_rows, ROWS_SCHEMA)
         batches = _segment_batches(run, storage_options, clip_rows) if level == "segments" else \
             _clip_level_batches(run, storage_options, clip_rows)
-        dim = 0
         for rows, vectors in batches:
             if len(rows):
-                dim = vectors.shape[1]
                 writer.add(rows, normalised(vectors))
         vectors = writer.finish()
         kind, nlist = "exact", None
@@ -206,7 +205,7 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
             kind = "ivf_sq8"
         manifest = {
             "run_id": run.run_id, "run_attempt": run.attempt, "level": level, "build": build_id,
-            "embedding_fingerprint": fingerprint, "vectors": int(len(vectors)), "dim": int(vectors.shape[1] or dim),
+            "embedding_fingerprint": fingerprint, "vectors": int(len(vectors)), "dim": int(vectors.shape[1]),
             "kind": kind, "nlist": nlist, "nprobe": default_nprobe(nlist) if nlist else None,
             "exact_max": exact_max, "metric": "cosine",
             "files": list(BUILD_FILES) + ([ANN_FILE] if kind != "exact" else []),
