@@ -173,6 +173,17 @@ def test_nightly_partitions_superseded_rows_and_reruns(labelled_archive, tmp_pat
     assert report.built == ["r2"] and sorted(report.up_to_date) == ["r1"]
     new = json.load(open(partition_manifest_path(output, "segments", "r2")))["build"]
     assert new != old and not os.path.exists(os.path.join(output, "_index", "segments", "r2", old))
+    # r2's partition indexed with another embedding fingerprint: not searched, yet its relabelling
+    # still hides r1's rows of the clip (the clip is not returned at all).
+    path = partition_manifest_path(output, "segments", "r2")
+    manifest = json.load(open(path))
+    manifest["embedding_fingerprint"] = "0" * 64
+    json.dump(manifest, open(path, "w"))
+    archive = open_archive(output)
+    assert [p.run_id for p in archive.partitions] == ["r1"]
+    assert any("another embedding fingerprint" in n for n in archive.notes)
+    hits = search(audio=labelled_archive["snippet"], k=60, archive=archive).to_pylist()
+    assert hits and relabelled not in {h["clip_id"] for h in hits}
 
 
 def test_mixed_fingerprints_are_refused(labelled_archive, tmp_path, capsys):

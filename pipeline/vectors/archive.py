@@ -93,6 +93,8 @@ class Archive:
                 continue
             if manifest["embedding_fingerprint"] != doc["embedding_fingerprint"]:
                 notes.append(f"run {run.run_id}: indexed with another embedding fingerprint; not searched")
+                # Not searched, but its clips' labels are still the latest: older rows stay hidden.
+                clip_tables.append(_clip_times(output, run, storage_options))
                 continue
             folder = _local_folder(output, level, run.run_id, manifest, storage_options, cache_dir)
             partition = Partition(folder, manifest)
