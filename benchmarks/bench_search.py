@@ -212,22 +212,6 @@ def exact_top_k(vectors, queries, k: int):
     return best_i
 
 
-def _current_rows(folder: str, n: int) -> None:
-    """Rewrite rows.arrow when an older generate phase wrote it without the clip_row column."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    from pipeline.vectors.build import ROWS_SCHEMA
-
-    path = os.path.join(folder, "rows.arrow")
-    if ipc.open_file(pa.memory_map(path)).schema.equals(ROWS_SCHEMA):
-        return
-    with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, ROWS_SCHEMA) as writer:
-        for first in range(0, n, 65536):
-            writer.write_batch(synthetic_rows(np.arange(first, min(n, first + 65536))))
-
-
 def phase_build(args) -> dict:
     import faiss
     import numpy as np
@@ -236,7 +220,6 @@ def phase_build(args) -> dict:
 
     folder = os.path.join(args.workdir, "partition")
     vectors = np.load(os.path.join(folder, "vectors.npy"), mmap_mode="r")
-    _current_rows(folder, len(vectors))
     nlist = ivf_cells(len(vectors))
     rss_before = peak_rss_mb()
     started = time.perf_counter()

@@ -93,5 +93,39 @@ def test_partition_search_against_brute_force(tmp_path):
         assert partition.search(q, 10, allowed, nprobe=32)[1].tolist() == truth.tolist()
     few = np.zeros(n, bool)
     few[[5, 900, 2999]] = True          # fewer matches than k: all of them, best first
-    got = partition.search(x[0], 10, few)[1]
-    assert sorted(got.tolist()) == [5, 900, 2999]
+    scores, got = partition.search(x[0], 10, few)
+    assert got.tolist() == sorted([5, 900, 2999], key=lambda i: -float(x[i] @ x[0]))
+    np.testing.assert_allclose(scores, x[got] @ x[0], atol=1e-6)
+
+
+def test_audio_span_read_in_order_and_sliced(tmp_path):
+    """--start/--end and the page's windows: the span's samples exactly, across read blocks, from
+    libsndfile's formats and FFmpeg's (PCM in Matroska, which libsndfile cannot open)."""
+    import soundfile
+
+    from pipeline.vectors.audio_span import read_span
+    from pipeline.vectors.query import cut_span
+    from tests.ffmpeg_media import ffmpeg
+    from transforms.audio.open_audio import open_audio
+
+    rate = 8000
+    data = (np.random.default_rng(3).uniform(-0.5, 0.5, (3 * rate, 2)) * 32767).astype(np.int16) / 32768
+    wav = str(tmp_path / "a.wav")
+    soundfile.write(wav, data, rate, subtype="PCM_16")
+    mka = str(tmp_path / "a.mka")
+    ffmpeg("-i", wav, "-c:a", "pcm_s16le", mka)
+    for path in (wav, mka):
+        whole = open_audio(path).read_all()
+        assert whole.shape == data.shape, path
+        samples, header = read_span(path, 0.3, 1.71, block_frames=1000)
+        assert header.original_sample_rate == rate
+        np.testing.assert_array_equal(samples, whole[round(0.3 * rate):round(1.71 * rate)])
+        samples, _ = read_span(path, 2.5, 9.0, to_frame=int, block_frames=999)   # past the end: what there is
+        np.testing.assert_array_equal(samples, whole[int(2.5 * rate):])
+        assert len(read_span(path, 4.0, 5.0)[0]) == 0
+        with open(path, "rb") as f:
+            cut, got_rate = soundfile.read(cut_span(f, 1.0, 1.5), dtype="float32", always_2d=True)
+        assert got_rate == rate
+        np.testing.assert_array_equal(cut, whole[rate:round(1.5 * rate)])
+        with open(path, "rb") as f, pytest.raises(ValueError, match="empty span"):
+            cut_span(f, 3.5, None)

@@ -13,18 +13,19 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.runs import store
 from pipeline.runs.publish import read_json_document
 from pipeline.runs.summary import read_table
 from pipeline.vectors.layout import archive_doc_path, build_dir, partition_manifest_path
 from pipeline.vectors.partition import Partition
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from pipeline.vectors.where import Where
+from transforms.io.checkpoint_cache import discard_entry, download_file, place_in_cache
 from transforms.io.machine_cache import cache_subdir
 
 _LOG = logging.getLogger(__name__)
@@ -73,10 +74,6 @@ class Archive:
     def embedding_fingerprint(self) -> str:
         return self.doc["embedding_fingerprint"]
 
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.partitions)
-
     @classmethod
     def open(cls, output: str, level: str = "segments", storage_options: dict | None = None,
              cache_dir: str | None = None) -> "Archive":
@@ -96,6 +93,8 @@ class Archive:
                 continue
             if manifest["embedding_fingerprint"] != doc["embedding_fingerprint"]:
                 notes.append(f"run {run.run_id}: indexed with another embedding fingerprint; not searched")
+                # Not searched, but its clips' labels are still the latest: older rows stay hidden.
+                clip_tables.append(_clip_times(output, run, storage_options))
                 continue
             folder = _local_folder(output, level, run.run_id, manifest, storage_options, cache_dir)
             partition = Partition(folder, manifest)
@@ -168,10 +167,7 @@ class Archive:
         columns = {name: [] for name in HIT_SCHEMA.names}
         for rank, (score, row, partition) in enumerate(found, 1):
             r = partition.rows.slice(int(row), 1).to_pylist()[0]
-            clip_pos = r.get("clip_row")
-            if clip_pos is None:   # a partition built before rows pointed at their clip
-                clip_pos = pc.index(partition.clips["clip_id"], r["clip_id"]).as_py()
-            clip = partition.clips.slice(clip_pos, 1).to_pylist()[0] if clip_pos >= 0 else {}
+            clip = partition.clips.slice(r["clip_row"], 1).to_pylist()[0]
             values = {**r, "rank": rank, "similarity": score, "shard_uri": clip.get("shard_uri"),
                       "member_name": clip.get("member_name"), "labelled_at": clip.get("labelled_at")}
             for name in HIT_SCHEMA.names:
@@ -197,7 +193,7 @@ class Archive:
                 if not len(chosen):
                     raise KeyError(f"clip {clip_id} has no window {window} (windows 0..{int(np.nanmax(windows))})")
                 return np.asarray(partition.vectors[int(chosen[0])], np.float32)
-            return np.asarray(partition.vectors[np.sort(positions)], np.float32).mean(axis=0)
+            return np.asarray(partition.vectors[positions], np.float32).mean(axis=0)
         raise KeyError(f"clip {clip_id} is not in the {self.level} index of {self.output}")
 
 
@@ -209,22 +205,36 @@ def _clip_times(output: str, run: PublishedRun, storage_options) -> pa.Table:
 def _local_folder(output: str, level: str, run_id: str, manifest: dict, storage_options,
                   cache_dir: str | None) -> str:
     """The partition's build folder on local disk: where it is for a local output; otherwise a
-    copy in the machine's cache (memory-mapping needs a local file), downloaded once per build."""
+    copy in the machine's cache (memory-mapping needs a local file), downloaded once per build
+    (a build's files never change) and put in place whole (transforms/io/checkpoint_cache.py
+    place_in_cache): an entry another process may be reading is never replaced."""
     url = build_dir(output, level, run_id, manifest["build"])
     fs, path = filesystem(url, storage_options)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
+    if store.is_local(fs):
         return path
+    base = cache_dir or cache_subdir("index")
     key = hashlib.sha256(url.encode()).hexdigest()[:24]
-    local = os.path.join(cache_dir or cache_subdir("index"), key)
-    done = os.path.join(local, ".complete")
-    if not os.path.exists(done):
-        partial = f"{local}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        for name in manifest["files"]:
-            fs.get_file(f"{path.rstrip('/')}/{name}", os.path.join(partial, name))
-        open(os.path.join(partial, ".complete"), "w").close()
-        shutil.rmtree(local, ignore_errors=True)
-        os.replace(partial, local)
-    return local
+    names = list(manifest["files"])
+
+    def whole(entry: str) -> bool:
+        return all(os.path.isfile(os.path.join(entry, name)) for name in names)
+
+    def reuse(entry: str) -> bool:
+        if whole(entry):
+            return True
+        discard_entry(entry, base)   # damaged (files deleted by hand): fetched again
+        return False
+
+    local = os.path.join(base, key)
+    if os.path.isdir(local) and reuse(local):
+        return local
+
+    def fill(partial: str) -> str:
+        for name in names:
+            download_file(fs, f"{path.rstrip('/')}/{name}", os.path.join(partial, name), f"{url}/{name}")
+        return key
+
+    placed = place_in_cache(base, fill, reuse)
+    if placed is None:
+        raise OSError(f"could not put index partition {url} into the cache folder {local}")
+    return placed

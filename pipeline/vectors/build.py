@@ -21,8 +21,10 @@ from importlib import metadata
 import numpy as np
 import pyarrow as pa
 
+from pipeline.runs import store
+from pipeline.runs.layout import new_attempt_id
 from pipeline.runs.publish import read_json_document, write_json_document
-from pipeline.vectors.layout import (ANN_FILE, BUILD_FILES, archive_doc_path, build_dir, level_dir, new_build_id,
+from pipeline.vectors.layout import (ANN_FILE, BUILD_FILES, archive_doc_path, build_dir, level_dir,
                                      partition_dir, partition_manifest_path)
 from pipeline.vectors.partition import (DEFAULT_EXACT_MAX, PartitionWriter, build_ann, default_nprobe, ivf_cells)
 from pipeline.vectors.runs import (CLIP_COLUMNS, SEGMENT_COLUMNS, PublishedRun, embedding_matrix, filesystem,
@@ -179,7 +181,7 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
                     threads: int | None = None) -> dict:
     """Build one run's partition in a local folder, upload it, then publish its manifest."""
     table = "segments" if level == "segments" else "clips"
-    build_id = new_build_id()
+    build_id = new_attempt_id()
     work = tempfile.mkdtemp(prefix=f"index-{run.run_id}-", dir=cache_subdir("index-builds"))
     try:
         num_rows = row_count(run.files(table, storage_options), storage_options)
@@ -188,10 +190,8 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
         writer = PartitionWriter(work, num_rows, ROWS_SCHEMA)
         batches = _segment_batches(run, storage_options, clip_rows) if level == "segments" else \
             _clip_level_batches(run, storage_options, clip_rows)
-        dim = 0
         for rows, vectors in batches:
             if len(rows):
-                dim = vectors.shape[1]
                 writer.add(rows, normalised(vectors))
         vectors = writer.finish()
         kind, nlist = "exact", None
@@ -205,7 +205,7 @@ def build_partition(output: str, level: str, run: PublishedRun, fingerprint: str
             kind = "ivf_sq8"
         manifest = {
             "run_id": run.run_id, "run_attempt": run.attempt, "level": level, "build": build_id,
-            "embedding_fingerprint": fingerprint, "vectors": int(len(vectors)), "dim": int(vectors.shape[1] or dim),
+            "embedding_fingerprint": fingerprint, "vectors": int(len(vectors)), "dim": int(vectors.shape[1]),
             "kind": kind, "nlist": nlist, "nprobe": default_nprobe(nlist) if nlist else None,
             "exact_max": exact_max, "metric": "cosine",
             "files": list(BUILD_FILES) + ([ANN_FILE] if kind != "exact" else []),
@@ -255,14 +255,15 @@ def _upload(work: str, target: str, names: list[str], storage_options) -> None:
 def _retire_other_builds(output: str, level: str, run_id: str, keep: str, storage_options) -> None:
     """After the swap: earlier builds of the partition (and failed ones) go."""
     fs, root = filesystem(partition_dir(output, level, run_id), storage_options)
-    fs.invalidate_cache(root)
-    for path in fs.ls(root, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
+    for name, info in sorted(store.children(fs, root).items()):
         if not name.startswith("_") and name != keep:
             try:
-                fs.rm(path, recursive=True)
+                if info.get("type") == "directory":
+                    store.remove_tree(fs, info["name"])
+                else:
+                    store.remove_file(fs, info["name"])
             except Exception as e:   # published all the same; the next build retries
-                _LOG.error("index partition %s: could not remove earlier build %s: %s", run_id, path, e)
+                _LOG.error("index partition %s: could not remove earlier build %s: %s", run_id, info["name"], e)
 
 
 def _versions() -> dict:

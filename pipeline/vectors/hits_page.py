@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import soundfile
 
+from pipeline.vectors.audio_span import read_span
 from pipeline.vectors.results import labels_text
 from transforms.io.storage import Storage
 
@@ -36,13 +37,10 @@ def _open_source(storage: Storage, hit: dict):
 
 def cut_window(storage: Storage, hit: dict, path: str) -> str:
     """Write the hit's window (its source's start..end seconds, mono) to ``path`` as 16-bit WAV."""
-    with _open_source(storage, hit) as f, soundfile.SoundFile(f) as sound:
-        rate = sound.samplerate
-        start = int(hit["start_seconds"] * rate)
-        stop = int(min(hit["end_seconds"], hit["start_seconds"] + MAX_SECONDS) * rate)
-        sound.seek(min(start, sound.frames))
-        samples = sound.read(max(0, stop - start), dtype="float32", always_2d=True).mean(axis=1)
-    soundfile.write(path, np.clip(samples, -1, 1), rate, subtype="PCM_16")
+    with _open_source(storage, hit) as f:
+        samples, header = read_span(f, hit["start_seconds"], min(hit["end_seconds"], hit["start_seconds"] + MAX_SECONDS),
+                                    to_frame=int)
+    soundfile.write(path, np.clip(samples.mean(axis=1), -1, 1), header.original_sample_rate, subtype="PCM_16")
     return path
 
 

@@ -19,9 +19,6 @@ under ``_index`` (a name starting with ``_``, which table readers skip).
 """
 from __future__ import annotations
 
-import datetime
-import secrets
-
 INDEX_DIR = "_index"
 LEVELS = ("segments", "clips")
 ARCHIVE_DOC = "_INDEX.json"
@@ -58,7 +55,3 @@ def partition_manifest_path(output: str, level: str, run_id: str) -> str:
 def build_dir(output: str, level: str, run_id: str, build_id: str) -> str:
     return f"{partition_dir(output, level, run_id)}/{build_id}"
 
-
-def new_build_id() -> str:
-    """Sorts by time; unique across builders."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)

@@ -133,13 +133,13 @@ class PartitionWriter:
         self.filled += len(rows)
         self._rows.write_batch(rows)
 
-    def finish(self, dim_if_empty: int = 0) -> np.ndarray:
+    def finish(self) -> np.ndarray:
         self._rows.close()
         self._rows_sink.close()
         if self.filled != self.num_rows:
             raise ValueError(f"the files' footers count {self.num_rows} rows but {self.filled} were read")
-        if self.vectors is None:   # an empty run: an empty (0, d) file
-            np.save(os.path.join(self.folder, VECTORS_FILE), np.zeros((0, dim_if_empty), np.float32))
+        if self.vectors is None:   # an empty run: an empty (0, 0) file
+            np.save(os.path.join(self.folder, VECTORS_FILE), np.zeros((0, 0), np.float32))
         else:
             self.vectors.flush()
         return np.load(os.path.join(self.folder, VECTORS_FILE), mmap_mode="r")
@@ -183,7 +183,7 @@ class Partition:
         return int(self.vectors.shape[0])
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
-               nprobe: int | None = None, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, row positions) of the best ``k`` rows among ``allowed`` (a boolean mask;
         None: every row), best first; fewer only when fewer rows are allowed."""
         query = np.asarray(query, np.float32).reshape(-1)
@@ -195,11 +195,10 @@ class Partition:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         if self.ann is None or count <= self.exact_max:
             return self.exact(query, k, None if allowed is None or count == n else np.flatnonzero(allowed))
-        wanted = min(k, count)
-        found = self._approximate(query, max(candidates or 0, 8 * k, 64), allowed if count < n else None,
-                                  nprobe or self.nprobe or default_nprobe(self.ann.nlist), wanted)
-        if len(found) < wanted:   # too few matches in the probed cells even after widening: scan them
-            return self.exact(query, k, np.flatnonzero(allowed) if allowed is not None else None)
+        # _approximate widens its probe until it has min(k, count) candidates, which it has at the
+        # latest with every cell probed (then min(candidates, count) of the allowed rows).
+        found = self._approximate(query, max(8 * k, 64), allowed if count < n else None,
+                                  nprobe or self.nprobe or default_nprobe(self.ann.nlist), min(k, count))
         return self._rerank(query, found, k)
 
     def _approximate(self, query: np.ndarray, candidates: int, allowed: np.ndarray | None,

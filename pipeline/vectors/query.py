@@ -13,6 +13,7 @@ import io
 import numpy as np
 import soundfile
 
+from pipeline.vectors.audio_span import read_span
 from transforms.audio.windowing import WindowedAudio, WindowGeometry
 from transforms.io.checkpoint import inspect_checkpoint
 from transforms.io.checkpoint_cache import fetch_checkpoint
@@ -72,14 +73,10 @@ class QueryEmbedder:
 def cut_span(f, start: float | None, end: float | None) -> io.BytesIO:
     """The span start..end seconds of an audio file as an in-memory WAV (the file's own rate and
     channels), for the decoder the pipeline uses."""
-    with soundfile.SoundFile(f) as sound:
-        rate = sound.samplerate
-        first = int(round((start or 0.0) * rate))
-        last = sound.frames if end is None else min(sound.frames, int(round(end * rate)))
-        if first < 0 or last <= first:
-            raise ValueError(f"--start/--end: empty span {start}..{end} s of a {sound.frames / rate:.2f} s recording")
-        sound.seek(first)
-        samples = sound.read(last - first, dtype="float32", always_2d=True)
+    samples, header = read_span(f, start or 0.0, end)
+    rate = header.original_sample_rate
+    if int(round((start or 0.0) * rate)) < 0 or not len(samples):
+        raise ValueError(f"--start/--end: empty span {start}..{end} s of a {header.frames / rate:.2f} s recording")
     out = io.BytesIO()
     soundfile.write(out, samples, rate, format="WAV", subtype="FLOAT")
     out.seek(0)

@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Callable
 
 from transforms.io.checkpoint import (CHECKPOINT_FILES, CheckpointError, checkpoint_filesystem,
                                       sha256_of_file)
@@ -72,7 +73,7 @@ def _is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def _discard(folder: str, base: str) -> None:
+def discard_entry(folder: str, base: str) -> None:
     """Moves a folder out of the way in one rename (readers see it whole or not at all), then
     deletes it."""
     trash = tempfile.mkdtemp(prefix=".trash-", dir=base)
@@ -102,7 +103,7 @@ def _cached_entry(final: str, expected: dict[str, str], uri: str, base: str) -> 
         verify_files(final, expected, uri)
     except CheckpointDigestMismatch as e:
         _LOG.warning("cached checkpoint %s is damaged (%s); downloading it again", final, e)
-        _discard(final, base)
+        discard_entry(final, base)
         return None
     return final
 
@@ -143,25 +144,51 @@ def fetch_checkpoint(uri: str, storage_options: dict | None = None,
         if hit:
             _LOG.info("checkpoint %s: using this machine's verified copy %s", uri, hit)
             return hit
-    _sweep_stale_partials(base)
-    partial = tempfile.mkdtemp(prefix=".tmp-", dir=base)
-    try:
+    got: dict[str, str] = {}
+
+    def fill(partial: str) -> str:
         names = sorted(expected) if expected else [n for n in CHECKPOINT_FILES if fs.exists(f"{root}/{n}")]
-        got = _download(fs, root, names, partial, uri)
+        got.update(_download(fs, root, names, partial, uri))
         for name in names if expected else ():
             if got.get(name) != expected[name]:
                 raise CheckpointDigestMismatch(_mismatch_message(uri, name, expected[name], got.get(name)))
-        final = os.path.join(base, cache_key(got))
+        return cache_key(got)
+
+    final = place_in_cache(base, fill, lambda entry: _cached_entry(entry, got, uri, base) is not None)
+    if final is None:
+        raise CheckpointError(f"could not put checkpoint {uri} into the cache folder "
+                              f"{os.path.join(base, cache_key(got))}")
+    _LOG.info("checkpoint %s: downloaded and verified into %s", uri, final)
+    return final
+
+
+def place_in_cache(base: str, fill: Callable[[str], str], reuse: Callable[[str], bool]) -> str | None:
+    """An entry of the machine cache folder ``base``, filled once: ``fill(folder)`` downloads into
+    a private ``.tmp-*`` folder and returns the entry's name; the folder is then renamed to
+    ``base/<name>`` in one step, so an entry is whole or absent and never replaced under a
+    reader. A process that loses the race uses the winner's entry where ``reuse(entry)`` accepts
+    it (an entry it refuses it may discard; the rename is then tried again). Temp folders left by
+    killed processes are swept first. Returns the entry's path, or None when none could be put
+    in place."""
+    os.makedirs(base, exist_ok=True)
+    _sweep_stale_partials(base)
+    partial = tempfile.mkdtemp(prefix=".tmp-", dir=base)
+    try:
+        final = os.path.join(base, fill(partial))
         for _ in range(3):
             try:
                 os.rename(partial, final)
                 partial = None
-                _LOG.info("checkpoint %s: downloaded and verified into %s", uri, final)
                 return final
             except OSError:   # another process put the same entry in place first
-                if _cached_entry(final, got, uri, base):
+                if reuse(final):
                     return final
-        raise CheckpointError(f"could not put checkpoint {uri} into the cache folder {final}")
+        return None
     finally:
         if partial:
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def download_file(fs, remote: str, local: str, what: str) -> None:
+    """One file from ``fs`` to a local path, transient storage errors retried."""
+    retry(lambda: fs.get_file(remote, local), f"downloading {what}")
