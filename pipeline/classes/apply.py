@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.classes.layout import ApplyAttempt, manifest_path, meta_dir
-from pipeline.runs.publish import (attempt_files, package_versions, promote, read_json_document,
+from pipeline.runs.publish import (attempt_files, output_uris, package_versions, promote, read_json_document,
                                    retire_other_attempts, unpromote, write_json_document)
 from pipeline.runs.summary import AccountingError
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs, row_count
@@ -142,8 +142,7 @@ def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearCl
     """promote -> (Iceberg) -> manifest -> retire, as a run is published."""
     output = attempt.output
     files = promote(attempt, storage_options, tables=(attempt.table,))
-    root = output.rstrip("/")
-    uris = [f"{root}/{p}" for p in files[attempt.table]]
+    uris = output_uris(output, files[attempt.table], storage_options)
     manifest = {
         "classifier_id": attempt.classifier_id, "run_id": run.run_id, "run_attempt": run.attempt,
         "attempt": attempt.attempt_id, "files": files, "table": "custom_labels",
