@@ -153,16 +153,18 @@ def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearCl
         "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "versions": package_versions(),
     }
-    if catalog is not None:
-        from pipeline.lakehouse.iceberg_commit import publish_custom_labels
+    # Until the manifest is written, any failure moves this attempt's files back (as a run's
+    # publication does): promoted files are never left without a manifest naming them.
+    try:
+        if catalog is not None:
+            from pipeline.lakehouse.iceberg_commit import publish_custom_labels
 
-        try:
             manifest["iceberg"] = {"namespace": namespace, "snapshot": publish_custom_labels(
                 catalog, namespace, attempt.classifier_id, run.run_id, uris, manifest["counts"], storage_options)}
-        except BaseException:
-            unpromote(attempt, files, storage_options)
-            raise
-    write_json_document(manifest_path(output, attempt.classifier_id, run.run_id), manifest, storage_options)
+        write_json_document(manifest_path(output, attempt.classifier_id, run.run_id), manifest, storage_options)
+    except BaseException:
+        unpromote(attempt, files, storage_options)
+        raise
     try:
         retire_other_attempts(output, run.run_id, manifest, storage_options, tables=(attempt.table,),
                               meta_dir=meta_dir(output, attempt.classifier_id, run.run_id))
