@@ -3,7 +3,7 @@
 
     segments files -> (clip id, window) --+
                                           +-> CoGroupByKey(clip id) -> rows (one per window and label)
-    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, rows)
+    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, rows, clips, positive)
 
 The join gives every row its clip's ``labelled_at`` (readers apply the current-labels rule to
 custom_labels as to clips) and checks that every window has its clip: a window without one, two
@@ -22,7 +22,7 @@ from transforms.io.storage import Storage, resolve_storage_options
 from transforms.scoring.custom_classes import LinearClassifier
 
 SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds", "embedding"]
-WINDOWS, ROWS, CLIPS = "windows", "rows", "clips"
+WINDOWS, ROWS, CLIPS, POSITIVE = "windows", "rows", "clips", "positive"
 READ_BATCH = 4096
 
 
@@ -76,8 +76,10 @@ class ScoreClipWindows(beam.DoFn):
         labelled_at = clips[0]["labelled_at"]
         scored_at = datetime.datetime.now(datetime.timezone.utc)
         c = self._classifier
+        positive = 0
         for window, row_scores in zip(windows, scores):
             for label, score, threshold in zip(c.labels, row_scores, c.thresholds):
+                positive += bool(score >= threshold)
                 yield {"classifier_id": self._id, "label": label, "clip_id": clip_id,
                        "source_uri": window["source_uri"], "window_index": window["window_index"],
                        "start_seconds": window["start_seconds"], "end_seconds": window["end_seconds"],
@@ -86,12 +88,13 @@ class ScoreClipWindows(beam.DoFn):
         yield beam.pvalue.TaggedOutput("tally", (WINDOWS, len(windows)))
         yield beam.pvalue.TaggedOutput("tally", (ROWS, len(windows) * len(c.labels)))
         yield beam.pvalue.TaggedOutput("tally", (CLIPS, 1))
+        yield beam.pvalue.TaggedOutput("tally", (POSITIVE, positive))
 
 
 class SumTallies(beam.CombineFn):
     """(name, n) -> {name: total}; every name present (0 when nothing came)."""
 
-    def __init__(self, names: tuple[str, ...] = (WINDOWS, ROWS, CLIPS)):
+    def __init__(self, names: tuple[str, ...] = (WINDOWS, ROWS, CLIPS, POSITIVE)):
         self._names = names
 
     def create_accumulator(self):

@@ -10,7 +10,8 @@ than the classifier's are not scored (the report says so), nor runs without embe
 Accounting, per run, from data the job wrote (``_stats/summary.json``) and the Parquet footers:
 the windows scored equal the run's segments rows (its manifest's count), the clips equal its
 clips rows, and the committed rows equal windows x labels. Any difference fails the apply and
-nothing of that run is published.
+nothing of that run is published. The positive count is the job's own tally: the launcher reads
+no table data.
 """
 from __future__ import annotations
 
@@ -125,18 +126,6 @@ def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: Linea
     return stats
 
 
-def _positives(files: list[str], storage_options) -> int:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    total = 0
-    for url in files:
-        fs, path = filesystem(url, storage_options)
-        with fs.open(path, "rb") as f:
-            total += int(pc.sum(pq.read_table(f, columns=["positive"])["positive"].cast("int64")).as_py() or 0)
-    return total
-
-
 def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier, stats: dict,
                   storage_options: dict | None, catalog=None, namespace: str | None = None) -> dict:
     """promote -> (Iceberg) -> manifest -> retire, as a run is published."""
@@ -146,7 +135,7 @@ def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearCl
     manifest = {
         "classifier_id": attempt.classifier_id, "run_id": run.run_id, "run_attempt": run.attempt,
         "attempt": attempt.attempt_id, "files": files, "table": "custom_labels",
-        "counts": {**stats, "positive": _positives(uris, storage_options)},
+        "counts": dict(stats),
         "classifier": {"name": classifier.name, "labels": list(classifier.labels),
                        "thresholds": classifier.thresholds.tolist(), "metrics": classifier.metrics,
                        "embedding_fingerprint": classifier.embedding_fingerprint},
