@@ -16,8 +16,8 @@ import datetime
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 
+from transforms.io.incremental import iter_parquet_rows
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.scoring.custom_classes import LinearClassifier
 
@@ -41,9 +41,8 @@ class ReadParquetRows(beam.DoFn):
         if self._storage is None:
             self.setup()
         with self._storage.open(uri) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=self._columns):
-                for row in batch.to_pylist():
-                    yield row["clip_id"], row
+            for row in iter_parquet_rows(f, self._columns, READ_BATCH):
+                yield row["clip_id"], row
 
 
 class ScoreClipWindows(beam.DoFn):

@@ -21,13 +21,12 @@ import json
 import logging
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.classes.layout import ApplyAttempt, manifest_path, meta_dir
 from pipeline.runs.publish import (attempt_files, output_uris, package_versions, promote, read_json_document,
                                    retire_other_attempts, unpromote, write_json_document)
-from pipeline.runs.summary import AccountingError
+from pipeline.runs.summary import AccountingError, _row_count, read_run_stats
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs, row_count
 from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
 from transforms.custom_labels import (CLIPS, ROWS, SEGMENT_COLUMNS, WINDOWS, ReadParquetRows, ScoreClipWindows,
@@ -94,15 +93,12 @@ def build_apply_pipeline(p: beam.Pipeline, classifier: LinearClassifier, runs: l
          | f"Tallies{tag}" >> beam.CombineGlobally(SumTallies())
          | f"TalliesJson{tag}" >> beam.Map(json.dumps)
          | f"WriteTallies{tag}" >> carrying_filesystem_settings(
-             beam.io.WriteToText(attempt.stats_path, shard_name_template="", num_shards=1), settings))
+             beam.io.WriteToText(attempt.summary_stats_path, shard_name_template="", num_shards=1), settings))
 
 
 def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier,
                      storage_options: dict | None) -> dict:
-    fs, path = filesystem(attempt.stats_path, storage_options)
-    if not fs.exists(path):
-        raise AccountingError(f"run {run.run_id}: the apply job wrote no statistics ({attempt.stats_path})")
-    stats = json.loads(fs.cat_file(path))
+    stats = read_run_stats(attempt, storage_options)
     tables = run.manifest.get("tables") or {}
     expected_windows = tables.get("segments")
     if expected_windows is None:
@@ -116,10 +112,7 @@ def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: Linea
         raise AccountingError(f"run {run.run_id}: {stats[ROWS]} rows for {stats[WINDOWS]} windows x "
                               f"{len(classifier.labels)} labels")
     table_fs, _ = filesystem(attempt.table_dir(attempt.table), storage_options)
-    committed = 0
-    for path in attempt_files(attempt, attempt.table, storage_options):
-        with table_fs.open(path, "rb") as f:
-            committed += pq.ParquetFile(f).metadata.num_rows
+    committed = _row_count(table_fs, attempt_files(attempt, attempt.table, storage_options))
     if committed != stats[ROWS]:
         raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows but the job "
                               f"counted {stats[ROWS]}")
