@@ -3,7 +3,7 @@
 
     segments files -> (clip id, window) --+
                                           +-> CoGroupByKey(clip id) -> rows (one per window and label)
-    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, rows, clips, positive)
+    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, clips, positive)
 
 The join gives every row its clip's ``labelled_at`` (readers apply the current-labels rule to
 custom_labels as to clips) and checks that every window has its clip: a window without one, two
@@ -23,6 +23,7 @@ from transforms.scoring.custom_classes import LinearClassifier
 
 SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds", "embedding"]
 WINDOWS, ROWS, CLIPS, POSITIVE = "windows", "rows", "clips", "positive"
+TALLIES = (WINDOWS, CLIPS, POSITIVE)   # what the job counts; rows (windows x labels) the launcher derives
 READ_BATCH = 4096
 
 
@@ -38,8 +39,6 @@ class ReadParquetRows(beam.DoFn):
         self._storage = Storage(resolve_storage_options(self._storage_options))
 
     def process(self, uri: str):
-        if self._storage is None:
-            self.setup()
         with self._storage.open(uri) as f:
             for row in iter_parquet_rows(f, self._columns, READ_BATCH):
                 yield row["clip_id"], row
@@ -58,8 +57,6 @@ class ScoreClipWindows(beam.DoFn):
         self._id = self._classifier.classifier_id
 
     def process(self, element):
-        if self._classifier is None:
-            self.setup()
         clip_id, grouped = element
         windows, clips = list(grouped[WINDOWS]), list(grouped[CLIPS])
         if len(clips) != 1:
@@ -85,19 +82,15 @@ class ScoreClipWindows(beam.DoFn):
                        "score": float(score), "positive": bool(score >= threshold), "run_id": self._run_id,
                        "labelled_at": labelled_at, "scored_at": scored_at}
         yield beam.pvalue.TaggedOutput("tally", (WINDOWS, len(windows)))
-        yield beam.pvalue.TaggedOutput("tally", (ROWS, len(windows) * len(c.labels)))
         yield beam.pvalue.TaggedOutput("tally", (CLIPS, 1))
         yield beam.pvalue.TaggedOutput("tally", (POSITIVE, positive))
 
 
 class SumTallies(beam.CombineFn):
-    """(name, n) -> {name: total}; every name present (0 when nothing came)."""
-
-    def __init__(self, names: tuple[str, ...] = (WINDOWS, ROWS, CLIPS, POSITIVE)):
-        self._names = names
+    """(name, n) -> {name: total}; every tally present (0 when nothing came)."""
 
     def create_accumulator(self):
-        return dict.fromkeys(self._names, 0)
+        return dict.fromkeys(TALLIES, 0)
 
     def add_input(self, acc, tally):
         acc[tally[0]] = acc.get(tally[0], 0) + tally[1]

@@ -8,8 +8,8 @@ scored again; a rerun of the run id makes it stale. Runs made with another embed
 than the classifier's are not scored (the report says so), nor runs without embeddings.
 
 Accounting, per run, from data the job wrote (``_stats/summary.json``) and the Parquet footers:
-the windows scored equal the run's segments rows (its manifest's count), the clips equal its
-clips rows, and the committed rows equal windows x labels. Any difference fails the apply and
+the windows scored equal the run's segments rows and the clips its clips rows (its manifest's
+counts), and the committed rows equal windows x labels. Any difference fails the apply and
 nothing of that run is published. The positive count is the job's own tally: the launcher reads
 no table data.
 """
@@ -27,10 +27,10 @@ from pipeline.classes.layout import ApplyAttempt, manifest_path, meta_dir
 from pipeline.runs.publish import (attempt_files, output_uris, package_versions, promote, read_json_document,
                                    retire_other_attempts, unpromote, write_json_document)
 from pipeline.runs.summary import AccountingError, _row_count, read_run_stats
-from pipeline.vectors.runs import PublishedRun, filesystem, published_runs, row_count
+from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
-from transforms.custom_labels import (CLIPS, ROWS, SEGMENT_COLUMNS, WINDOWS, ReadParquetRows, ScoreClipWindows,
-                                      SumTallies)
+from transforms.custom_labels import (CLIPS, POSITIVE, ROWS, SEGMENT_COLUMNS, WINDOWS, ReadParquetRows,
+                                      ScoreClipWindows, SumTallies)
 from transforms.scoring.custom_classes import LinearClassifier
 from transforms.write_tables import WriteTable, carrying_filesystem_settings, filesystem_settings
 
@@ -99,24 +99,20 @@ def build_apply_pipeline(p: beam.Pipeline, classifier: LinearClassifier, runs: l
 def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier,
                      storage_options: dict | None) -> dict:
     stats = read_run_stats(attempt, storage_options)
-    tables = run.manifest.get("tables") or {}
-    expected_windows = tables.get("segments")
-    if expected_windows is None:
-        expected_windows = row_count(run.files("segments", storage_options), storage_options)
-    if stats[WINDOWS] != expected_windows:
+    tables = run.manifest["tables"]
+    if stats[WINDOWS] != tables["segments"]:
         raise AccountingError(f"run {run.run_id}: {stats[WINDOWS]} windows scored but the run has "
-                              f"{expected_windows} segments rows")
-    if "clips" in tables and stats[CLIPS] != tables["clips"]:
+                              f"{tables['segments']} segments rows")
+    if stats[CLIPS] != tables["clips"]:
         raise AccountingError(f"run {run.run_id}: {stats[CLIPS]} clips scored but the run has {tables['clips']}")
-    if stats[ROWS] != stats[WINDOWS] * len(classifier.labels):
-        raise AccountingError(f"run {run.run_id}: {stats[ROWS]} rows for {stats[WINDOWS]} windows x "
-                              f"{len(classifier.labels)} labels")
+    # One row per window and label, by construction: the rows the files must hold.
+    rows = stats[WINDOWS] * len(classifier.labels)
     table_fs, _ = filesystem(attempt.table_dir(attempt.table), storage_options)
     committed = _row_count(table_fs, attempt_files(attempt, attempt.table, storage_options))
-    if committed != stats[ROWS]:
-        raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows but the job "
-                              f"counted {stats[ROWS]}")
-    return stats
+    if committed != rows:
+        raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows, not "
+                              f"{stats[WINDOWS]} windows x {len(classifier.labels)} labels")
+    return {WINDOWS: stats[WINDOWS], ROWS: rows, CLIPS: stats[CLIPS], POSITIVE: stats[POSITIVE]}
 
 
 def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier, stats: dict,
