@@ -29,8 +29,8 @@ from pipeline.runs.publish import (attempt_files, output_uris, package_versions,
 from pipeline.runs.summary import AccountingError, _row_count, read_run_stats
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
-from transforms.custom_labels import (CLIPS, POSITIVE, ROWS, SEGMENT_COLUMNS, WINDOWS, ReadParquetRows,
-                                      ScoreClipWindows, SumTallies)
+from transforms.custom_labels import (CLIPS, POSITIVE, ROWS, WINDOWS, ReadParquetRows, ScoreClipWindows,
+                                      ScoreSegmentFile, SumTallies)
 from transforms.scoring.custom_classes import LinearClassifier
 from transforms.write_tables import WriteTable, carrying_filesystem_settings, filesystem_settings
 
@@ -74,13 +74,14 @@ def pending_runs(output: str, classifier: LinearClassifier, storage_options: dic
 
 def build_apply_pipeline(p: beam.Pipeline, classifier: LinearClassifier, runs: list[PublishedRun],
                          attempts: dict[str, ApplyAttempt], storage_options: dict, settings: dict) -> None:
-    """One branch per run: its segments and clips files -> join by clip -> rows -> the attempt's folder."""
+    """One branch per run: its segments files (scored as read) and clips files -> join by clip ->
+    rows -> the attempt's folder."""
     doc = classifier.to_json()
     for run in runs:
         attempt, tag = attempts[run.run_id], f"[{run.run_id}]"
         windows = (p | f"SegmentFiles{tag}" >> beam.Create(run.files("segments", storage_options))
                    | f"SpreadSegmentFiles{tag}" >> beam.Reshuffle()
-                   | f"ReadWindows{tag}" >> beam.ParDo(ReadParquetRows(SEGMENT_COLUMNS, storage_options)))
+                   | f"ReadWindows{tag}" >> beam.ParDo(ScoreSegmentFile(doc, run.run_id, storage_options)))
         clips = (p | f"ClipFiles{tag}" >> beam.Create(run.files("clips", storage_options))
                  | f"SpreadClipFiles{tag}" >> beam.Reshuffle()
                  | f"ReadClips{tag}" >> beam.ParDo(ReadParquetRows(["clip_id", "labelled_at"], storage_options)))
