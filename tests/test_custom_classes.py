@@ -18,11 +18,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.classes.examples import Example, embed_examples
 from pipeline.classes.layout import manifest_path
 from pipeline.classify import apply, load_classifier, main as classify_main, train
 from pipeline.runs.layout import published_table_dir
+from pipeline.vectors.archive import Archive
+from pipeline.vectors.query import QueryEmbedder
 from tests.portable_cluster import PortableCluster, namespaces_available
-from tests.search_corpus import copy_archive
+from tests.search_corpus import SNIPPET_OFFSETS, copy_archive
 
 # The shared archive takes 1-2 minutes to label on 2 cores (once per session).
 pytestmark = pytest.mark.slow
@@ -130,6 +133,9 @@ def test_current_custom_labels_in_duckdb(classified):
         latest AS (SELECT clip_id, arg_max(run_id, (labelled_at, run_id)) AS run_id FROM rows GROUP BY clip_id)
         SELECT count(*) FROM rows JOIN latest USING (clip_id, run_id) WHERE positive""").fetchall()[0][0]
     assert n == sum(pq.read_table(classified["table"])["positive"].to_pylist())
+    # ... and the count the apply published, from the job's own tally.
+    manifest = json.load(open(manifest_path(classified["output"], classified["classifier"].classifier_id, "r1")))
+    assert n == manifest["counts"]["positive"]
 
 
 def test_audio_examples_and_refusals(labelled_archive, classified, tmp_path):
@@ -143,6 +149,22 @@ def test_audio_examples_and_refusals(labelled_archive, classified, tmp_path):
         w.writerows(["copy", "negative", p, "", ""] for p in labelled_archive["other"][:4])
     classifier, fits = train(classified["output"], str(examples), name="copies")
     assert fits[0].positives == 3 and fits[0].negatives == 4
+    # The span embedded is the one asked for: a span that is a stored window's gives that window's
+    # embedding (within 1e-3; measured 6e-5), nearer it than any other window of the file (the
+    # tiny model's windows differ by 8e-3 or more).
+    archive = Archive.open(classified["output"], "segments")
+    segments = ds.dataset(f"{classified['output']}/segments", format="parquet", partitioning="hive").to_table(
+        columns=["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds"]).to_pylist()
+    windows = sorted((s for s in segments if s["source_uri"].endswith("long/long-0.wav")),
+                     key=lambda s: s["window_index"])
+    chosen = min(range(len(windows)), key=lambda i: abs(windows[i]["start_seconds"] - SNIPPET_OFFSETS[0]))
+    span = Example(2, "copy", True, audio=labelled_archive["long"][0],
+                   start=windows[chosen]["start_seconds"], end=windows[chosen]["end_seconds"])
+    [embedded] = embed_examples([span], archive, lambda: QueryEmbedder(archive.doc))
+    stored = np.stack([archive.vector_of(w["clip_id"], w["window_index"]) for w in windows])
+    distance = np.abs(stored - embedded).max(axis=1)
+    assert int(np.argmin(distance)) == chosen
+    np.testing.assert_allclose(embedded, stored[chosen], atol=1e-3)
     with pytest.raises(ValueError, match="polarity"):
         bad = tmp_path / "bad.csv"
         bad.write_text("label,polarity,clip_id\nx,maybe,a\n")

@@ -1,9 +1,12 @@
 """Beam glue: score the stored window embeddings of published runs with a custom classifier
 (transforms/scoring/custom_classes.py) into custom_labels rows; no model runs.
 
-    segments files -> (clip id, window) --+
-                                          +-> CoGroupByKey(clip id) -> rows (one per window and label)
-    clips files    -> (clip id, labelled_at) -+                         + tallies (windows, rows)
+    segments files -> (clip id, window and its scores) --+
+                                                         +-> CoGroupByKey(clip id) -> rows (one per window
+    clips files    -> (clip id, labelled_at) ------------+       and label) + tallies (windows, clips, positive)
+
+Scores are computed as the segments files are read, one matrix product per Arrow batch; the join
+carries the windows without their embeddings.
 
 The join gives every row its clip's ``labelled_at`` (readers apply the current-labels rule to
 custom_labels as to clips) and checks that every window has its clip: a window without one, two
@@ -15,14 +18,16 @@ from __future__ import annotations
 import datetime
 
 import apache_beam as beam
-import numpy as np
 import pyarrow.parquet as pq
 
+from transforms.io.incremental import iter_parquet_rows
 from transforms.io.storage import Storage, resolve_storage_options
 from transforms.scoring.custom_classes import LinearClassifier
+from transforms.scoring.embeddings import embedding_matrix
 
-SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds", "embedding"]
-WINDOWS, ROWS, CLIPS = "windows", "rows", "clips"
+SEGMENT_COLUMNS = ["clip_id", "source_uri", "window_index", "start_seconds", "end_seconds"]
+WINDOWS, ROWS, CLIPS, POSITIVE = "windows", "rows", "clips", "positive"
+TALLIES = (WINDOWS, CLIPS, POSITIVE)   # what the job counts; rows (windows x labels) the launcher derives
 READ_BATCH = 4096
 
 
@@ -38,16 +43,45 @@ class ReadParquetRows(beam.DoFn):
         self._storage = Storage(resolve_storage_options(self._storage_options))
 
     def process(self, uri: str):
-        if self._storage is None:
-            self.setup()
         with self._storage.open(uri) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=self._columns):
-                for row in batch.to_pylist():
-                    yield row["clip_id"], row
+            for row in iter_parquet_rows(f, self._columns, READ_BATCH):
+                yield row["clip_id"], row
+
+
+class ScoreSegmentFile(beam.DoFn):
+    """A segments file URI -> (clip_id, window) for each row, scored a batch at a time: one
+    ``classifier.scores`` per Arrow batch, over the embedding column read as a matrix (no Python
+    lists). A window carries its ``SEGMENT_COLUMNS`` and its ``scores`` (one per label), not its
+    embedding; a row without one fails the job."""
+
+    def __init__(self, classifier_json: dict, run_id: str, storage_options: dict | None = None):
+        self._doc = classifier_json
+        self._run_id = run_id
+        self._storage_options = storage_options or {}
+        self._storage = self._classifier = None
+
+    def setup(self):
+        self._storage = Storage(resolve_storage_options(self._storage_options))
+        self._classifier = LinearClassifier.from_json(self._doc)
+
+    def process(self, uri: str):
+        with self._storage.open(uri) as f:
+            parquet = pq.ParquetFile(f)
+            for batch in parquet.iter_batches(batch_size=READ_BATCH, columns=SEGMENT_COLUMNS + ["embedding"],
+                                              use_threads=False):
+                if not batch.num_rows:
+                    continue
+                scores = self._classifier.scores(
+                    embedding_matrix(batch.column("embedding"), f"run {self._run_id}: segments file {uri}"))
+                windows = batch.select(SEGMENT_COLUMNS).to_pylist()
+                for window, window_scores in zip(windows, scores.tolist()):
+                    window["scores"] = window_scores
+                    yield window["clip_id"], window
 
 
 class ScoreClipWindows(beam.DoFn):
-    """(clip_id, {"windows": [...], "clips": [...]}) -> custom_labels rows, and tallies."""
+    """(clip_id, {"windows": [...], "clips": [...]}) -> custom_labels rows (one per window and
+    label, from the windows' scores), and tallies."""
 
     def __init__(self, classifier_json: dict, run_id: str):
         self._doc = classifier_json
@@ -59,8 +93,6 @@ class ScoreClipWindows(beam.DoFn):
         self._id = self._classifier.classifier_id
 
     def process(self, element):
-        if self._classifier is None:
-            self.setup()
         clip_id, grouped = element
         windows, clips = list(grouped[WINDOWS]), list(grouped[CLIPS])
         if len(clips) != 1:
@@ -68,34 +100,30 @@ class ScoreClipWindows(beam.DoFn):
                              f"{len(windows)} segments rows; the run's tables do not match its manifest")
         if not windows:
             return   # a clip whose windows went elsewhere cannot happen; a clip without windows scores nothing
-        missing = [w["window_index"] for w in windows if w["embedding"] is None]
-        if missing:
-            raise ValueError(f"run {self._run_id}: clip {clip_id} windows {missing[:5]} have no embedding")
         windows.sort(key=lambda w: w["window_index"])
-        scores = self._classifier.scores(np.asarray([w["embedding"] for w in windows], np.float32))
         labelled_at = clips[0]["labelled_at"]
         scored_at = datetime.datetime.now(datetime.timezone.utc)
         c = self._classifier
-        for window, row_scores in zip(windows, scores):
-            for label, score, threshold in zip(c.labels, row_scores, c.thresholds):
+        thresholds = c.thresholds.tolist()
+        positive = 0
+        for window in windows:
+            for label, score, threshold in zip(c.labels, window["scores"], thresholds):
+                positive += score >= threshold
                 yield {"classifier_id": self._id, "label": label, "clip_id": clip_id,
                        "source_uri": window["source_uri"], "window_index": window["window_index"],
                        "start_seconds": window["start_seconds"], "end_seconds": window["end_seconds"],
-                       "score": float(score), "positive": bool(score >= threshold), "run_id": self._run_id,
+                       "score": score, "positive": score >= threshold, "run_id": self._run_id,
                        "labelled_at": labelled_at, "scored_at": scored_at}
         yield beam.pvalue.TaggedOutput("tally", (WINDOWS, len(windows)))
-        yield beam.pvalue.TaggedOutput("tally", (ROWS, len(windows) * len(c.labels)))
         yield beam.pvalue.TaggedOutput("tally", (CLIPS, 1))
+        yield beam.pvalue.TaggedOutput("tally", (POSITIVE, positive))
 
 
 class SumTallies(beam.CombineFn):
-    """(name, n) -> {name: total}; every name present (0 when nothing came)."""
-
-    def __init__(self, names: tuple[str, ...] = (WINDOWS, ROWS, CLIPS)):
-        self._names = names
+    """(name, n) -> {name: total}; every tally present (0 when nothing came)."""
 
     def create_accumulator(self):
-        return dict.fromkeys(self._names, 0)
+        return dict.fromkeys(TALLIES, 0)
 
     def add_input(self, acc, tally):
         acc[tally[0]] = acc.get(tally[0], 0) + tally[1]

@@ -8,9 +8,10 @@ scored again; a rerun of the run id makes it stale. Runs made with another embed
 than the classifier's are not scored (the report says so), nor runs without embeddings.
 
 Accounting, per run, from data the job wrote (``_stats/summary.json``) and the Parquet footers:
-the windows scored equal the run's segments rows (its manifest's count), the clips equal its
-clips rows, and the committed rows equal windows x labels. Any difference fails the apply and
-nothing of that run is published.
+the windows scored equal the run's segments rows and the clips its clips rows (its manifest's
+counts), and the committed rows equal windows x labels. Any difference fails the apply and
+nothing of that run is published. The positive count is the job's own tally: the launcher reads
+no table data.
 """
 from __future__ import annotations
 
@@ -20,17 +21,16 @@ import json
 import logging
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.classes.layout import ApplyAttempt, manifest_path, meta_dir
-from pipeline.runs.publish import (attempt_files, package_versions, promote, read_json_document,
+from pipeline.runs.publish import (attempt_files, output_uris, package_versions, promote, read_json_document,
                                    retire_other_attempts, unpromote, write_json_document)
-from pipeline.runs.summary import AccountingError
-from pipeline.vectors.runs import PublishedRun, filesystem, published_runs, row_count
+from pipeline.runs.summary import AccountingError, _row_count, read_run_stats
+from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
-from transforms.custom_labels import (CLIPS, ROWS, SEGMENT_COLUMNS, WINDOWS, ReadParquetRows, ScoreClipWindows,
-                                      SumTallies)
+from transforms.custom_labels import (CLIPS, POSITIVE, ROWS, WINDOWS, ReadParquetRows, ScoreClipWindows,
+                                      ScoreSegmentFile, SumTallies)
 from transforms.scoring.custom_classes import LinearClassifier
 from transforms.write_tables import WriteTable, carrying_filesystem_settings, filesystem_settings
 
@@ -74,13 +74,14 @@ def pending_runs(output: str, classifier: LinearClassifier, storage_options: dic
 
 def build_apply_pipeline(p: beam.Pipeline, classifier: LinearClassifier, runs: list[PublishedRun],
                          attempts: dict[str, ApplyAttempt], storage_options: dict, settings: dict) -> None:
-    """One branch per run: its segments and clips files -> join by clip -> rows -> the attempt's folder."""
+    """One branch per run: its segments files (scored as read) and clips files -> join by clip ->
+    rows -> the attempt's folder."""
     doc = classifier.to_json()
     for run in runs:
         attempt, tag = attempts[run.run_id], f"[{run.run_id}]"
         windows = (p | f"SegmentFiles{tag}" >> beam.Create(run.files("segments", storage_options))
                    | f"SpreadSegmentFiles{tag}" >> beam.Reshuffle()
-                   | f"ReadWindows{tag}" >> beam.ParDo(ReadParquetRows(SEGMENT_COLUMNS, storage_options)))
+                   | f"ReadWindows{tag}" >> beam.ParDo(ScoreSegmentFile(doc, run.run_id, storage_options)))
         clips = (p | f"ClipFiles{tag}" >> beam.Create(run.files("clips", storage_options))
                  | f"SpreadClipFiles{tag}" >> beam.Reshuffle()
                  | f"ReadClips{tag}" >> beam.ParDo(ReadParquetRows(["clip_id", "labelled_at"], storage_options)))
@@ -93,48 +94,26 @@ def build_apply_pipeline(p: beam.Pipeline, classifier: LinearClassifier, runs: l
          | f"Tallies{tag}" >> beam.CombineGlobally(SumTallies())
          | f"TalliesJson{tag}" >> beam.Map(json.dumps)
          | f"WriteTallies{tag}" >> carrying_filesystem_settings(
-             beam.io.WriteToText(attempt.stats_path, shard_name_template="", num_shards=1), settings))
+             beam.io.WriteToText(attempt.summary_stats_path, shard_name_template="", num_shards=1), settings))
 
 
 def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier,
                      storage_options: dict | None) -> dict:
-    fs, path = filesystem(attempt.stats_path, storage_options)
-    if not fs.exists(path):
-        raise AccountingError(f"run {run.run_id}: the apply job wrote no statistics ({attempt.stats_path})")
-    stats = json.loads(fs.cat_file(path))
-    tables = run.manifest.get("tables") or {}
-    expected_windows = tables.get("segments")
-    if expected_windows is None:
-        expected_windows = row_count(run.files("segments", storage_options), storage_options)
-    if stats[WINDOWS] != expected_windows:
+    stats = read_run_stats(attempt, storage_options)
+    tables = run.manifest["tables"]
+    if stats[WINDOWS] != tables["segments"]:
         raise AccountingError(f"run {run.run_id}: {stats[WINDOWS]} windows scored but the run has "
-                              f"{expected_windows} segments rows")
-    if "clips" in tables and stats[CLIPS] != tables["clips"]:
+                              f"{tables['segments']} segments rows")
+    if stats[CLIPS] != tables["clips"]:
         raise AccountingError(f"run {run.run_id}: {stats[CLIPS]} clips scored but the run has {tables['clips']}")
-    if stats[ROWS] != stats[WINDOWS] * len(classifier.labels):
-        raise AccountingError(f"run {run.run_id}: {stats[ROWS]} rows for {stats[WINDOWS]} windows x "
-                              f"{len(classifier.labels)} labels")
+    # One row per window and label, by construction: the rows the files must hold.
+    rows = stats[WINDOWS] * len(classifier.labels)
     table_fs, _ = filesystem(attempt.table_dir(attempt.table), storage_options)
-    committed = 0
-    for path in attempt_files(attempt, attempt.table, storage_options):
-        with table_fs.open(path, "rb") as f:
-            committed += pq.ParquetFile(f).metadata.num_rows
-    if committed != stats[ROWS]:
-        raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows but the job "
-                              f"counted {stats[ROWS]}")
-    return stats
-
-
-def _positives(files: list[str], storage_options) -> int:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    total = 0
-    for url in files:
-        fs, path = filesystem(url, storage_options)
-        with fs.open(path, "rb") as f:
-            total += int(pc.sum(pq.read_table(f, columns=["positive"])["positive"].cast("int64")).as_py() or 0)
-    return total
+    committed = _row_count(table_fs, attempt_files(attempt, attempt.table, storage_options))
+    if committed != rows:
+        raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows, not "
+                              f"{stats[WINDOWS]} windows x {len(classifier.labels)} labels")
+    return {WINDOWS: stats[WINDOWS], ROWS: rows, CLIPS: stats[CLIPS], POSITIVE: stats[POSITIVE]}
 
 
 def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearClassifier, stats: dict,
@@ -142,28 +121,29 @@ def publish_apply(run: PublishedRun, attempt: ApplyAttempt, classifier: LinearCl
     """promote -> (Iceberg) -> manifest -> retire, as a run is published."""
     output = attempt.output
     files = promote(attempt, storage_options, tables=(attempt.table,))
-    root = output.rstrip("/")
-    uris = [f"{root}/{p}" for p in files[attempt.table]]
+    uris = output_uris(output, files[attempt.table], storage_options)
     manifest = {
         "classifier_id": attempt.classifier_id, "run_id": run.run_id, "run_attempt": run.attempt,
         "attempt": attempt.attempt_id, "files": files, "table": "custom_labels",
-        "counts": {**stats, "positive": _positives(uris, storage_options)},
+        "counts": dict(stats),
         "classifier": {"name": classifier.name, "labels": list(classifier.labels),
                        "thresholds": classifier.thresholds.tolist(), "metrics": classifier.metrics,
                        "embedding_fingerprint": classifier.embedding_fingerprint},
         "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "versions": package_versions(),
     }
-    if catalog is not None:
-        from pipeline.lakehouse.iceberg_commit import publish_custom_labels
+    # Until the manifest is written, any failure moves this attempt's files back (as a run's
+    # publication does): promoted files are never left without a manifest naming them.
+    try:
+        if catalog is not None:
+            from pipeline.lakehouse.iceberg_commit import publish_custom_labels
 
-        try:
             manifest["iceberg"] = {"namespace": namespace, "snapshot": publish_custom_labels(
                 catalog, namespace, attempt.classifier_id, run.run_id, uris, manifest["counts"], storage_options)}
-        except BaseException:
-            unpromote(attempt, files, storage_options)
-            raise
-    write_json_document(manifest_path(output, attempt.classifier_id, run.run_id), manifest, storage_options)
+        write_json_document(manifest_path(output, attempt.classifier_id, run.run_id), manifest, storage_options)
+    except BaseException:
+        unpromote(attempt, files, storage_options)
+        raise
     try:
         retire_other_attempts(output, run.run_id, manifest, storage_options, tables=(attempt.table,),
                               meta_dir=meta_dir(output, attempt.classifier_id, run.run_id))

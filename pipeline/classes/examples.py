@@ -35,12 +35,6 @@ class Example:
     start: float | None = None
     end: float | None = None
 
-    def describe(self) -> str:
-        if self.clip_id:
-            return self.clip_id + ("" if self.window is None else f" window {self.window}")
-        span = "" if self.start is None and self.end is None else f" {self.start or 0:g}-{self.end or '':}s"
-        return f"{self.audio}{span}"
-
 
 def _number(value: str | None, kind, what: str, line: int):
     if value is None or not value.strip():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.runs.layout import MANIFEST_NAME, STATS_DIR, SUMMARY_STATS_NAME, Attempt, new_attempt_id
+from pipeline.runs.layout import MANIFEST_NAME, Attempt, new_attempt_id
 
 TABLE = "custom_labels"
 META_DIR = "_custom_labels"
@@ -37,7 +37,8 @@ def manifest_path(output: str, classifier_id: str, run_id: str) -> str:
 
 @dataclass(frozen=True)
 class ApplyAttempt(Attempt):
-    """One apply of a classifier to one run: an Attempt whose folder is under _custom_labels."""
+    """One apply of a classifier to one run: an Attempt whose folder is under _custom_labels (its
+    statistics at the inherited summary_stats_path)."""
     classifier_id: str = ""
 
     @classmethod
@@ -51,7 +52,3 @@ class ApplyAttempt(Attempt):
     @property
     def table(self) -> str:
         return table_name(self.classifier_id)
-
-    @property
-    def stats_path(self) -> str:
-        return f"{self.root}/{STATS_DIR}/{SUMMARY_STATS_NAME}"

@@ -42,8 +42,8 @@ def _pipeline(regularisation: float):
     return make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=5000))
 
 
-def fit_label(x: np.ndarray, y: np.ndarray, label: str, regularisation: float = 1.0,
-              seed: int = 0) -> tuple[np.ndarray, float, LabelFit]:
+def fit_label(x: np.ndarray, y: np.ndarray, label: str,
+              regularisation: float = 1.0) -> tuple[np.ndarray, float, LabelFit]:
     """(weights, bias, fit report) for one label; x: normalised embeddings, y: 1 positive, 0 negative."""
     from sklearn.metrics import precision_score, recall_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -54,7 +54,7 @@ def fit_label(x: np.ndarray, y: np.ndarray, label: str, regularisation: float = 
                          f"needs at least {MIN_PER_CLASS} of each")
     folds = int(min(5, positives, negatives))
     predicted = cross_val_predict(_pipeline(regularisation), x, y,
-                                  cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+                                  cv=StratifiedKFold(folds, shuffle=True, random_state=0))
     report = LabelFit(label, positives, negatives, folds,
                       float(precision_score(y, predicted, zero_division=0)),
                       float(recall_score(y, predicted, zero_division=0)))

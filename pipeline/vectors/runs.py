@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.runs.layout import RUN_ID_RULE, is_run_id
 from pipeline.runs.publish import finished_runs, published_files, read_manifest
 from transforms.io.storage import options_for_protocol, protocol_of
+from transforms.scoring.embeddings import embedding_matrix  # noqa: F401  (re-exported: pipeline/vectors/build.py)
 from transforms.scoring.fingerprint import embedding_fingerprint
 
 BATCH_ROWS = 8192
@@ -110,23 +110,6 @@ def iter_batches(files: list[str], columns: list[str], storage_options: dict | N
         fs, path = filesystem(url, storage_options)
         with fs.open(path, "rb") as f:
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
-
-
-def embedding_matrix(column: pa.Array, what: str) -> np.ndarray:
-    """A list<float32> column as an (n, d) float32 array; a null or ragged row is an error
-    naming ``what`` (a run labelled without --emit_embeddings has nulls)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if column.null_count:
-        raise ValueError(f"{what}: {column.null_count} row(s) have no embedding (labelled without "
-                         "--emit_embeddings?)")
-    if len(column) == 0:
-        return np.zeros((0, 0), np.float32)
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    if lengths.min() != lengths.max() or lengths[0] == 0:
-        raise ValueError(f"{what}: embeddings of different lengths ({lengths.min()}..{lengths.max()})")
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(len(column), int(lengths[0]))
 
 
 def normalised(vectors: np.ndarray) -> np.ndarray:
