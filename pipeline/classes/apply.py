@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.classes.layout import ApplyAttempt, manifest_path, meta_dir
 from pipeline.runs.publish import (attempt_files, output_uris, package_versions, promote, read_json_document,
                                    retire_other_attempts, unpromote, write_json_document)
-from pipeline.runs.summary import AccountingError, _row_count, read_run_stats
+from pipeline.runs.summary import AccountingError, parquet_rows, read_run_stats
 from pipeline.vectors.runs import PublishedRun, filesystem, published_runs
 from schemas.custom_labels import CUSTOM_LABELS_SCHEMA
 from transforms.custom_labels import (CLIPS, POSITIVE, ROWS, WINDOWS, ReadParquetRows, ScoreClipWindows,
@@ -109,7 +109,7 @@ def check_accounting(run: PublishedRun, attempt: ApplyAttempt, classifier: Linea
     # One row per window and label, by construction: the rows the files must hold.
     rows = stats[WINDOWS] * len(classifier.labels)
     table_fs, _ = filesystem(attempt.table_dir(attempt.table), storage_options)
-    committed = _row_count(table_fs, attempt_files(attempt, attempt.table, storage_options))
+    committed = parquet_rows(table_fs, attempt_files(attempt, attempt.table, storage_options))
     if committed != rows:
         raise AccountingError(f"run {run.run_id}: the custom_labels files hold {committed} rows, not "
                               f"{stats[WINDOWS]} windows x {len(classifier.labels)} labels")

@@ -51,7 +51,8 @@ def _read_files(fs, files: list[str], table: str, columns: list[str] | None) -> 
     return pa.concat_tables(pq.read_table(f, filesystem=fs, columns=columns) for f in files)
 
 
-def _row_count(fs, files: list[str]) -> int:
+def parquet_rows(fs, files: list[str]) -> int:
+    """Rows in Parquet files on ``fs``, from their footers only."""
     total = 0
     for f in files:
         with fs.open(f, "rb") as handle:
@@ -230,7 +231,7 @@ class RunSummary:
             fs, _ = _fs(self.output, self.storage_options)
             for table, expected in (("clips", labelled), ("errors", errored),
                                     ("segments", self.segment_rows)):
-                committed = _row_count(fs, self._files(table))
+                committed = parquet_rows(fs, self._files(table))
                 if committed != expected:
                     raise AccountingError(f"run {self.run_id}: the {table} table holds {committed} "
                                           f"rows but the run counted {expected}")
