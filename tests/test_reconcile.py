@@ -115,3 +115,44 @@ def test_the_command_exits_1_naming_run_ids_it_left_to_their_launcher(tmp_path, 
         json.dump({"token": "t", "holder": busy.attempt_id, "host": "another-machine", "pid": 1, "seconds": 300}, f)
     assert reconcile_main(["--output", output]) == 1
     assert "skipped run busy" in capsys.readouterr().out
+
+
+def _commit_clips(catalog, namespace, output, run_id):
+    """A run published into ``output`` (promoted, manifest written) and committed to the clips
+    table of ``namespace`` as a launcher with --iceberg_catalog does (the embedded SQL catalog)."""
+    import pyarrow as pa
+
+    from pipeline.lakehouse.iceberg_commit import commit_run, ensure_table
+    from pipeline.runs.publish import output_uris
+
+    attempt = _write_attempt(output, run_id, None)
+    files = promote(attempt, None)
+    table = ensure_table(catalog, namespace, "clips", pa.schema([("run_id", pa.string()), ("clip_id", pa.string())]))
+    commit_run(table, run_id, output_uris(output, files["clips"]))
+    write_manifest(output, run_id, {"run_id": run_id, "attempt": attempt.attempt_id, "files": files,
+                                    "iceberg": {"catalog": "shared", "namespace": namespace,
+                                                "files": {"clips": files["clips"]}}}, None)
+    return output_uris(output, files["clips"])
+
+
+def test_reconciling_one_root_leaves_another_roots_runs_in_a_shared_catalog(tmp_path):
+    """Two output roots publish into one catalog and namespace: reconciling root A (with the
+    catalog) neither rolls back nor touches the run root B committed."""
+    from pyiceberg.catalog import load_catalog
+
+    from pipeline.lakehouse.iceberg_align import IcebergAlignment
+    from pipeline.lakehouse.iceberg_commit import bare_path, embedded_catalog_properties, run_data_files
+
+    out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
+    catalog = load_catalog("shared", **embedded_catalog_properties(out_a))
+    a_files = _commit_clips(catalog, "labels", out_a, "from-a")
+    b_files = _commit_clips(catalog, "labels", out_b, "from-b")
+
+    report = reconcile(out_a, iceberg=IcebergAlignment(catalog, "labels", out_a), settle_seconds=0.2)
+    assert report.done == {} and not report.failed, report.render()
+    clips = catalog.load_table("labels.clips")
+    for run_id, files in (("from-a", a_files), ("from-b", b_files)):
+        assert sorted(bare_path(f.file_path) for f in run_data_files(clips, run_id)) == sorted(map(bare_path, files))
+    assert not os.path.exists(os.path.join(out_a, "_runs", "from-b"))   # no lease taken for B's run in A
+    assert reconcile(out_b, iceberg=IcebergAlignment(catalog, "labels", out_b), settle_seconds=0.2).done == {}
+    assert len(run_data_files(catalog.load_table("labels.clips"), "from-a")) == len(a_files)
