@@ -180,3 +180,34 @@ def test_a_lease_not_renewed_in_time_fails_its_check(tmp_path):
             lease.check()
     finally:
         lease.release()
+
+
+def test_a_lease_whose_renewal_failed_once_is_still_held(tmp_path, caplog):
+    """One renewal refused by the disk (a real fault: the process may write no file larger than a
+    few bytes, as on a full disk, for one tick of the renewer) is a hiccup: the next renewal,
+    later than the publication steps' margin allows, still renews the lease, which stays held
+    and whole (the refused write never truncated it)."""
+    import resource
+
+    out = str(tmp_path / "out")
+    lease = RunLease(out, "r", "me", seconds=3).acquire()   # renewed every second
+    try:
+        # Its write dated half a second earlier, so the renewal after the failed one comes
+        # clearly past the margin (2.5 s of 3 gone), not just at it.
+        old = os.stat(lease_path(out, "r")).st_mtime - 0.5
+        os.utime(lease_path(out, "r"), (old, old))
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))   # SIGXFSZ is ignored: writes fail
+        try:
+            time.sleep(1.5)   # the first renewal (at one second) fails
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        assert "renewing the lease failed" in caplog.text
+        with open(lease_path(out, "r")) as f:
+            assert json.load(f)["token"] == lease.token   # not truncated by the refused write
+        time.sleep(1.0)   # the second renewal, with less than a third of the lease left before it (0.5 s)
+        assert not lease.lost
+        lease.check()   # renewed: a publication step may proceed
+        assert sorted(os.listdir(os.path.dirname(lease_path(out, "r")))) == ["_LEASE.json"]
+    finally:
+        lease.release()

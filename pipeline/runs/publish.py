@@ -151,12 +151,7 @@ def write_json_document(url: str, document: dict, storage_options: dict | None =
     guard: parts added after a manifest was built, such as its files and Iceberg record, too)."""
     fs, final = _fs(url, storage_options)
     body = json.dumps(scrub_recorded(document), indent=2, sort_keys=True, default=str).encode()
-    if _is_local(fs):
-        tmp = f"{final}.tmp-{secrets.token_hex(4)}"
-        fs.pipe_file(tmp, body)
-        store.move_file(fs, tmp, final)
-    else:
-        fs.pipe_file(final, body)
+    store.put_whole(fs, final, body)
     return final
 
 

@@ -34,17 +34,17 @@ import fsspec
 
 from pipeline.runs import store
 from pipeline.runs.layout import (
-    ATTEMPT_ID, MANIFEST_NAME, PARTITION_KEY, RUNS_DIR, TABLE_NAMES, attempt_of_file, is_run_id)
+    ATTEMPT_ID, LEASE_NAME, MANIFEST_NAME, PARTITION_KEY, RUNS_DIR, TABLE_NAMES, attempt_of_file, is_run_id)
 from pipeline.runs.lease import DEFAULT_SETTLE_SECONDS, LeaseHeldError, RunLease
 from pipeline.runs.publish import read_manifest
 
 _LOG = logging.getLogger(__name__)
 
 FAILED_ATTEMPT_MAX_AGE = 7 * 24 * 3600.0
-# Small files a killed launcher can leave beside a manifest (clock probes, a manifest being
-# written): removed once this old.
+# Small files a killed launcher can leave beside a manifest (clock probes, a manifest or a lease
+# being written): removed once this old.
 _LEFTOVER_AGE = 3600.0
-_LEFTOVER_PREFIXES = ("_CLOCK-", f"{MANIFEST_NAME}.tmp-")
+_LEFTOVER_PREFIXES = ("_CLOCK-", f"{MANIFEST_NAME}.tmp-", f"{LEASE_NAME}.tmp-")
 
 
 @dataclass

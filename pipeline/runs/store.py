@@ -113,6 +113,25 @@ def move_file(fs, source: str, dest: str) -> None:
     _fresh(fs, parent)
 
 
+def put_whole(fs, path: str, body: bytes) -> None:
+    """Write one small file whole: a reader sees the old content or the new, never an empty or
+    partial file. On a local disk a temporary file beside it (``<name>.tmp-<hex>``, removed again
+    if the write fails) renamed over it; on object storage one PUT, whole by nature."""
+    if not is_local(fs):
+        fs.pipe_file(path, body)
+        return
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    try:
+        fs.pipe_file(tmp, body)
+        move_file(fs, tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def remove_file(fs, path: str) -> None:
     fs.rm_file(path)
 
