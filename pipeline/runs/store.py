@@ -45,6 +45,12 @@ def children(fs, folder: str) -> dict[str, dict]:
     return found
 
 
+def parquet_children(fs, folder: str) -> list[str]:
+    """The Parquet files directly in ``folder`` (sorted paths), as the store holds them now."""
+    return sorted(info["name"] for name, info in children(fs, folder).items()
+                  if name.endswith(".parquet") and info.get("type") == "file")
+
+
 def files_below(fs, folder: str) -> dict[str, dict]:
     """Every file under ``folder`` (any depth) by its path relative to ``folder``."""
     folder = folder.rstrip("/")
