@@ -190,22 +190,23 @@ def test_a_lease_whose_renewal_failed_once_is_still_held(tmp_path, caplog):
     import resource
 
     out = str(tmp_path / "out")
-    lease = RunLease(out, "r", "me", seconds=3).acquire()   # renewed every second
+    # Seconds long enough that a busy machine's scheduling (CI) cannot shift a tick out of its window.
+    lease = RunLease(out, "r", "me", seconds=6).acquire()   # renewed every 2 s
     try:
-        # Its write dated half a second earlier, so the renewal after the failed one comes
-        # clearly past the margin (2.5 s of 3 gone), not just at it.
-        old = os.stat(lease_path(out, "r")).st_mtime - 0.5
+        # Its write dated a second earlier, so the renewal after the failed one comes clearly
+        # past the margin (5 s of 6 gone, against a margin of 2), not just at it.
+        old = os.stat(lease_path(out, "r")).st_mtime - 1.0
         os.utime(lease_path(out, "r"), (old, old))
         limits = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))   # SIGXFSZ is ignored: writes fail
         try:
-            time.sleep(1.5)   # the first renewal (at one second) fails
+            time.sleep(3.0)   # the first renewal (at 2 s) fails
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         assert "renewing the lease failed" in caplog.text
         with open(lease_path(out, "r")) as f:
             assert json.load(f)["token"] == lease.token   # not truncated by the refused write
-        time.sleep(1.0)   # the second renewal, with less than a third of the lease left before it (0.5 s)
+        time.sleep(2.0)   # the second renewal (at 4 s), with less than a third of the lease left before it
         assert not lease.lost
         lease.check()   # renewed: a publication step may proceed
         assert sorted(os.listdir(os.path.dirname(lease_path(out, "r")))) == ["_LEASE.json"]
