@@ -29,7 +29,7 @@ from pipeline.runs.layout import Attempt, InvalidRunId, check_run_id, manifest_p
 from pipeline.runs.lease import LeaseHeldError, RunLease  # noqa: E402
 from pipeline.runs.publish import (  # noqa: E402
     check_writable, finished_clip_files, finished_shard_stats_files, output_uris, package_versions, promote,
-    read_manifest, redact, retire_other_attempts, unpromote, write_manifest)
+    read_manifest, redact, retire_other_attempts, unpromote, write_json_document, write_manifest)
 from pipeline.runs.reconcile import reconcile  # noqa: E402
 from pipeline.runs.summary import AccountingError, NothingDiscoveredError, RunSummary  # noqa: E402
 from transforms.io.checkpoint import CheckpointError  # noqa: E402
@@ -271,6 +271,10 @@ def _publish(opts, catalog, so, attempt: Attempt, lease: RunLease, manifest: dic
         if catalog is not None:
             from pipeline.lakehouse.iceberg_commit import publish_run
 
+            # Before the first commit: the tables may point at the promoted files from now on,
+            # which a reconciliation without this catalog must then leave where they are.
+            write_json_document(attempt.iceberg_marker_path, {"catalog": opts.iceberg_catalog,
+                                                               "namespace": opts.iceberg_namespace}, so)
             # Before the manifest: a run whose Iceberg commit failed is not published either.
             uris = {t: output_uris(opts.output, files[t], so) for t in files}
             relative = {u: p for t in files for u, p in zip(uris[t], files[t])}

@@ -115,3 +115,85 @@ def test_the_command_exits_1_naming_run_ids_it_left_to_their_launcher(tmp_path, 
         json.dump({"token": "t", "holder": busy.attempt_id, "host": "another-machine", "pid": 1, "seconds": 300}, f)
     assert reconcile_main(["--output", output]) == 1
     assert "skipped run busy" in capsys.readouterr().out
+
+
+def _commit_clips(catalog, catalog_name, namespace, output, run_id, publish=True):
+    """An attempt of ``run_id`` promoted into ``output`` and committed to the clips table of
+    ``namespace`` as a launcher with --iceberg_catalog does (marker first; the embedded SQL
+    catalog), then published (its manifest written) unless ``publish`` is False (a launcher
+    killed between its Iceberg commits and its manifest). Returns it and its clips files' URIs."""
+    import pyarrow as pa
+
+    from pipeline.lakehouse.iceberg_commit import commit_run, ensure_table
+    from pipeline.runs.publish import output_uris, write_json_document
+
+    attempt = _write_attempt(output, run_id, None)
+    files = promote(attempt, None)
+    write_json_document(attempt.iceberg_marker_path, {"catalog": catalog_name, "namespace": namespace})
+    table = ensure_table(catalog, namespace, "clips", pa.schema([("run_id", pa.string()), ("clip_id", pa.string())]))
+    commit_run(table, run_id, output_uris(output, files["clips"]))
+    if publish:
+        write_manifest(output, run_id, {"run_id": run_id, "attempt": attempt.attempt_id, "files": files,
+                                        "iceberg": {"catalog": catalog_name, "namespace": namespace,
+                                                    "files": {"clips": files["clips"]}}}, None)
+    return attempt, output_uris(output, files["clips"])
+
+
+def test_reconciling_one_root_leaves_another_roots_runs_in_a_shared_catalog(tmp_path):
+    """Two output roots publish into one catalog and namespace: reconciling root A (with the
+    catalog) neither rolls back nor touches the run root B committed."""
+    from pyiceberg.catalog import load_catalog
+
+    from pipeline.lakehouse.iceberg_align import IcebergAlignment
+    from pipeline.lakehouse.iceberg_commit import bare_path, embedded_catalog_properties, run_data_files
+
+    out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
+    catalog = load_catalog("shared", **embedded_catalog_properties(out_a))
+    _, a_files = _commit_clips(catalog, "shared", "labels", out_a, "from-a")
+    _, b_files = _commit_clips(catalog, "shared", "labels", out_b, "from-b")
+
+    report = reconcile(out_a, iceberg=IcebergAlignment(catalog, "labels", out_a), settle_seconds=0.2)
+    assert report.done == {} and not report.failed, report.render()
+    clips = catalog.load_table("labels.clips")
+    for run_id, files in (("from-a", a_files), ("from-b", b_files)):
+        assert sorted(bare_path(f.file_path) for f in run_data_files(clips, run_id)) == sorted(map(bare_path, files))
+    assert not os.path.exists(os.path.join(out_a, "_runs", "from-b"))   # no lease taken for B's run in A
+    assert reconcile(out_b, iceberg=IcebergAlignment(catalog, "labels", out_b), settle_seconds=0.2).done == {}
+    assert len(run_data_files(catalog.load_table("labels.clips"), "from-a")) == len(a_files)
+
+
+def test_a_reconcile_without_the_catalog_leaves_files_iceberg_may_point_at(tmp_path, capsys):
+    """A launcher with a catalog killed between its Iceberg commits and its manifest: a
+    reconciliation without --iceberg_catalog (the command, or a launch without it) leaves the
+    attempt's files in the table folders, so the table still scans, and says it needs the
+    catalog; one with the catalog rolls the table back and moves them, as ever."""
+    from pipeline.lakehouse.iceberg_align import IcebergAlignment
+    from pipeline.lakehouse.iceberg_commit import open_catalog
+
+    output = str(tmp_path / "out")
+    fs = fsspec.filesystem("file")
+    catalog = open_catalog("lake", output)   # the embedded SQL catalog beside the tables
+    published, _ = _commit_clips(catalog, "lake", "labels", output, "nightly")
+    time.sleep(1.1)   # attempt ids carry the second they started
+    killed, killed_files = _commit_clips(catalog, "lake", "labels", output, "nightly", publish=False)
+
+    def scanned():
+        return sorted(catalog.load_table("labels.clips").scan().to_arrow().column("clip_id").to_pylist())
+
+    assert scanned() == [f"{killed.attempt_id}-clips"]
+    before = _table_files(fs, output)
+    assert reconcile_main(["--output", output]) == 1
+    out = capsys.readouterr().out
+    assert f"skipped run nightly: attempt {killed.attempt_id}" in out and "--iceberg_catalog lake" in out
+    report = reconcile(output, settle_seconds=0.2)   # as a launch without the catalog reconciles
+    assert "--iceberg_catalog lake" in report.skipped["nightly"] and not report.done, report.render()
+    assert _table_files(fs, output) == before and all(os.path.exists(f) for f in killed_files)
+    assert scanned() == [f"{killed.attempt_id}-clips"]   # still scans
+
+    report = reconcile(output, iceberg=IcebergAlignment(catalog, "labels", output), settle_seconds=0.2)
+    assert not report.skipped and not report.failed, report.render()
+    assert "Iceberg: clips brought in line with the manifest" in report.done["nightly"]
+    assert scanned() == [f"{published.attempt_id}-clips"]
+    named = sorted(p for ps in read_manifest(output, "nightly")["files"].values() for p in ps)
+    assert _table_files(fs, output) == named
+    assert len(store.children(fs, killed.table_dir("clips"))) == 1   # moved back into its attempt

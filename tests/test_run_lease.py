@@ -180,3 +180,35 @@ def test_a_lease_not_renewed_in_time_fails_its_check(tmp_path):
             lease.check()
     finally:
         lease.release()
+
+
+def test_a_lease_whose_renewal_failed_once_is_still_held(tmp_path, caplog):
+    """One renewal refused by the disk (a real fault: the process may write no file larger than a
+    few bytes, as on a full disk, for one tick of the renewer) is a hiccup: the next renewal,
+    later than the publication steps' margin allows, still renews the lease, which stays held
+    and whole (the refused write never truncated it)."""
+    import resource
+
+    out = str(tmp_path / "out")
+    # Seconds long enough that a busy machine's scheduling (CI) cannot shift a tick out of its window.
+    lease = RunLease(out, "r", "me", seconds=6).acquire()   # renewed every 2 s
+    try:
+        # Its write dated a second earlier, so the renewal after the failed one comes clearly
+        # past the margin (5 s of 6 gone, against a margin of 2), not just at it.
+        old = os.stat(lease_path(out, "r")).st_mtime - 1.0
+        os.utime(lease_path(out, "r"), (old, old))
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))   # SIGXFSZ is ignored: writes fail
+        try:
+            time.sleep(3.0)   # the first renewal (at 2 s) fails
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        assert "renewing the lease failed" in caplog.text
+        with open(lease_path(out, "r")) as f:
+            assert json.load(f)["token"] == lease.token   # not truncated by the refused write
+        time.sleep(2.0)   # the second renewal (at 4 s), with less than a third of the lease left before it
+        assert not lease.lost
+        lease.check()   # renewed: a publication step may proceed
+        assert sorted(os.listdir(os.path.dirname(lease_path(out, "r")))) == ["_LEASE.json"]
+    finally:
+        lease.release()

@@ -249,10 +249,10 @@ def _refuse_segments_commit_midway(root: Root, run_id: str, monkeypatch) -> None
     root.check_in_line()   # clips scans, and holds the earlier attempt's rows again
 
 
-def test_a_failed_commit_midway_leaves_every_iceberg_table_readable(tmp_path, s3_server, tiny_checkpoint,
-                                                                     monkeypatch):
-    """On SeaweedFS: the first step of test_every_kill_is_repaired_by_the_next_launch[s3]."""
-    root = Root("local", tmp_path, s3_server, tiny_checkpoint)
+def test_a_failed_commit_midway_leaves_every_iceberg_table_readable(tmp_path, tiny_checkpoint, monkeypatch):
+    """On a local disk (the embedded catalog): a rerun whose segments commit is refused midway
+    (finding 2). On SeaweedFS the same step opens test_every_kill_is_repaired_by_the_next_launch[s3]."""
+    root = Root("local", tmp_path, None, tiny_checkpoint)   # a local root needs no object store
     root.launch("nightly")
     _refuse_segments_commit_midway(root, "nightly", monkeypatch)
 

@@ -47,15 +47,25 @@ class IcebergAlignment:
                 continue
         return found
 
+    def _under_output(self, table: str, path: str) -> bool:
+        """Whether ``path`` lies in this output root's folder of ``table`` (``<output>/<table>/``, its
+        ``run_id=`` folders): a catalog and namespace may be shared by several output roots, each
+        reconciling only its own files (paths compared bare, as Iceberg's and the manifests' are)."""
+        (folder,) = output_uris(self.output, [table], self.storage_options)
+        return bare_path(path).startswith(bare_path(folder).rstrip("/") + "/")
+
     def run_ids(self) -> set[str]:
-        """Run ids with files in any of the tables now: one scan plan per table, kept for the
-        read-only ``disagreements`` that follow (``align`` reads the tables again)."""
+        """Run ids with files of this output root in any of the tables now: one scan plan per
+        table, kept for the read-only ``disagreements`` that follow (``align`` reads the tables
+        again). Files under other output roots sharing the catalog are not this root's to judge."""
         self._seen = {}
         for name, table in self._tables().items():
             by_run = self._seen.setdefault(name, {})
             if table.current_snapshot() is None:
                 continue
             for task in table.scan().plan_files():
+                if not self._under_output(name, task.file.file_path):
+                    continue
                 run_id = _run_of(task.file.file_path)
                 if run_id is None:
                     _LOG.warning("Iceberg %s: data file %s is in no run_id= folder; left alone",
@@ -90,7 +100,8 @@ class IcebergAlignment:
         found = {}
         names = tables if tables is not None else self._seen
         for name in names:
-            current = ([f.file_path for f in run_data_files(tables[name], run_id)] if tables is not None
+            current = ([f.file_path for f in run_data_files(tables[name], run_id)
+                        if self._under_output(name, f.file_path)] if tables is not None
                        else self._seen[name].get(run_id, []))
             wanted = self._wanted(run_id, manifest, name, current)
             if wanted is not None and {bare_path(p) for p in current} != {bare_path(p) for p in wanted}:

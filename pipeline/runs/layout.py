@@ -12,6 +12,10 @@
         folders only after the attempt succeeded
     <output>/_runs/<run_id>/<attempt>/_stats/summary.json, _stats/shards/part-*.parquet
         the attempt's tallies (accounting, summary) and per-shard records (--skip_labelled)
+    <output>/_runs/<run_id>/<attempt>/_ICEBERG.json
+        written (--iceberg_catalog) before the attempt's first Iceberg commit: the catalog and
+        namespace that may point at its files, so a reconciliation without that catalog leaves
+        them in the table folders
     <output>/_runs/<run_id>/<attempt>/_progress/<host>-<pid>.json
         each worker process's running counts while the job runs, for the launcher's progress
         line only (transforms/progress.py); removed when the job has ended
@@ -34,6 +38,7 @@ TABLE_NAMES = ("clips", "segments", "errors")
 RUNS_DIR = "_runs"
 MANIFEST_NAME = "_MANIFEST.json"
 LEASE_NAME = "_LEASE.json"
+ICEBERG_MARKER_NAME = "_ICEBERG.json"
 STATS_DIR = "_stats"
 PROGRESS_DIR = "_progress"
 SUMMARY_STATS_NAME = "summary.json"
@@ -135,6 +140,10 @@ class Attempt:
     @property
     def shard_stats_dir(self) -> str:
         return f"{self.stats_dir}/{SHARD_STATS_DIR}"
+
+    @property
+    def iceberg_marker_path(self) -> str:
+        return f"{self.root}/{ICEBERG_MARKER_NAME}"
 
     @property
     def progress_dir(self) -> str:

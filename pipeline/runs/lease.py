@@ -17,8 +17,10 @@ name but not a pid namespace never judge each other's pids: there only expiry fr
 
 A holder keeps its lease only while it renewed it recently: ``check`` refuses once less than a
 third of the lease is left (the renewer writes it every third), and once the renewer found it
-taken (``lost``). A launcher that lost its lease publishes nothing and removes nothing but its own
-files (pipeline/main.py).
+taken (``lost``). The renewer itself goes on renewing while the lease is still ours and not
+expired, so one failed renewal costs a publication step its margin, not the lease; it writes the
+lease whole (pipeline/runs/store.py ``put_whole``), so a reader never sees it empty. A launcher
+that lost its lease publishes nothing and removes nothing but its own files (pipeline/main.py).
 
 Object stores offer no portable compare-and-swap (S3's conditional writes are not in every
 S3-compatible store, nor in fsspec), so there taking the lease is write-then-verify: check that no
@@ -205,7 +207,7 @@ class RunLease:
             except FileExistsError:
                 return self._refuse(self._read()[0] or {})
         else:
-            self.fs.pipe_file(self.path, self._body())
+            store.put_whole(self.fs, self.path, self._body())
             time.sleep(self.settle_seconds)
         after, _ = self._read()
         if not after or after.get("token") != self.token:
@@ -223,8 +225,11 @@ class RunLease:
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                self.check()
-                self.fs.pipe_file(self.path, self._body())
+                # Still ours and not expired is enough to renew: a renewal that failed once (a
+                # storage hiccup) leaves less than the publication steps' margin, not a lost lease.
+                self.check(margin=0)
+                # Written whole, so a reader never finds it empty (and judges it lost) meanwhile.
+                store.put_whole(self.fs, self.path, self._body())
             except LeaseHeldError as e:
                 self.lost = True
                 _LOG.error("%s", e)
@@ -232,10 +237,11 @@ class RunLease:
             except Exception as e:   # a storage hiccup: the next renewal may succeed before expiry
                 _LOG.warning("run %s: renewing the lease failed (%s: %s)", self.run_id, type(e).__name__, e)
 
-    def check(self) -> None:
-        """Raise LeaseHeldError unless this launcher still holds the lease, with at least a third
-        of it left by the store's clock. Called before every destructive step; once it raised
-        (or the renewer found the lease taken) it raises for good."""
+    def check(self, margin: float = _CHECK_MARGIN) -> None:
+        """Raise LeaseHeldError unless this launcher still holds the lease, with at least
+        ``margin`` of it (a share; a third by default) left by the store's clock. Called before
+        every destructive step; the renewer checks with margin 0 (ours and not expired). Once it
+        raised (or the renewer found the lease taken) it raises for good."""
         if self.lost:
             raise LeaseHeldError(f"run id {self.run_id}: this launcher lost its lease; not publishing")
         current, modified = self._read()
@@ -245,7 +251,7 @@ class RunLease:
                                  + (f" to {self._describe(current)}" if current else "")
                                  + "; not publishing")
         age = self._age(modified)
-        if age > self.seconds * (1 - _CHECK_MARGIN):
+        if age > self.seconds * (1 - margin):
             self.lost = True
             raise LeaseHeldError(f"run id {self.run_id}: this launcher's lease was last renewed {age:.0f} s "
                                  f"ago (store's clock) of {self.seconds:g} s; another launcher may take it "

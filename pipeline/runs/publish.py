@@ -54,18 +54,8 @@ def _fs(url: str, storage_options: dict | None):
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
-def _is_local(fs) -> bool:
-    return store.is_local(fs)
-
-
-def _parquet_children(fs, folder: str) -> list[str]:
-    """The Parquet files directly in ``folder``, as the store holds them now (exact listing)."""
-    return sorted(info["name"] for name, info in store.children(fs, folder).items()
-                  if name.endswith(".parquet") and info.get("type") == "file")
-
-
 def _uri(fs, path: str) -> str:
-    return path if _is_local(fs) else fs.unstrip_protocol(path)
+    return path if store.is_local(fs) else fs.unstrip_protocol(path)
 
 
 def check_writable(output: str, storage_options: dict | None = None) -> None:
@@ -83,7 +73,7 @@ def check_writable(output: str, storage_options: dict | None = None) -> None:
 def attempt_files(attempt: Attempt, table: str, storage_options: dict | None = None) -> list[str]:
     """The Parquet files an attempt's job committed for one table (fsspec paths, sorted)."""
     fs, where = _fs(attempt.table_dir(table), storage_options)
-    return _parquet_children(fs, where)
+    return store.parquet_children(fs, where)
 
 
 def promote(attempt: Attempt, storage_options: dict | None = None,
@@ -151,12 +141,7 @@ def write_json_document(url: str, document: dict, storage_options: dict | None =
     guard: parts added after a manifest was built, such as its files and Iceberg record, too)."""
     fs, final = _fs(url, storage_options)
     body = json.dumps(scrub_recorded(document), indent=2, sort_keys=True, default=str).encode()
-    if _is_local(fs):
-        tmp = f"{final}.tmp-{secrets.token_hex(4)}"
-        fs.pipe_file(tmp, body)
-        store.move_file(fs, tmp, final)
-    else:
-        fs.pipe_file(final, body)
+    store.put_whole(fs, final, body)
     return final
 
 
@@ -256,7 +241,7 @@ def published_stats_files(output: str, run_id: str, storage_options: dict | None
     fs, root = _fs(output, storage_options)
     attempt = Attempt(output, run_id, manifest["attempt"])
     _, where = _fs(attempt.shard_stats_dir, storage_options)
-    return [_uri(fs, p) for p in _parquet_children(fs, where)]
+    return [_uri(fs, p) for p in store.parquet_children(fs, where)]
 
 
 def _finished_files(output: str, which, exclude_run_id: str | None,

@@ -9,7 +9,10 @@ is live is skipped, its launcher is still at work):
 * **Iceberg follows the manifests** (``--iceberg_catalog``; pipeline/lakehouse/iceberg_align.py):
   a table whose files for the run differ from the manifest's is committed back to them (rolled
   back when an attempt was committed but never published, forward when a published attempt is
-  missing). This happens first, so no table ever points at a file about to be moved.
+  missing). This happens first, so no table ever points at a file about to be moved. Without
+  ``--iceberg_catalog``, an attempt whose launcher marked it ``_ICEBERG.json`` (written before
+  its first table commit) and never published is left as it is, its files in the table folders
+  where the catalog may point at them: the run is reported skipped, needing that catalog.
 * **Table folders hold only files some manifest names.** A file of
   ``<table>/run_id=<id>/`` that the run's manifest does not name is moved back into its attempt's
   folder (``_runs/<id>/<attempt>/<table>/``) when that attempt was never published (a launcher
@@ -26,6 +29,7 @@ next one finishes: every step moves the root closer to the rule, none undoes ano
 """
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -34,17 +38,18 @@ import fsspec
 
 from pipeline.runs import store
 from pipeline.runs.layout import (
-    ATTEMPT_ID, MANIFEST_NAME, PARTITION_KEY, RUNS_DIR, TABLE_NAMES, attempt_of_file, is_run_id)
+    ATTEMPT_ID, ICEBERG_MARKER_NAME, LEASE_NAME, MANIFEST_NAME, PARTITION_KEY, RUNS_DIR, TABLE_NAMES,
+    attempt_of_file, is_run_id)
 from pipeline.runs.lease import DEFAULT_SETTLE_SECONDS, LeaseHeldError, RunLease
 from pipeline.runs.publish import read_manifest
 
 _LOG = logging.getLogger(__name__)
 
 FAILED_ATTEMPT_MAX_AGE = 7 * 24 * 3600.0
-# Small files a killed launcher can leave beside a manifest (clock probes, a manifest being
-# written): removed once this old.
+# Small files a killed launcher can leave beside a manifest (clock probes, a manifest or a lease
+# being written): removed once this old.
 _LEFTOVER_AGE = 3600.0
-_LEFTOVER_PREFIXES = ("_CLOCK-", f"{MANIFEST_NAME}.tmp-")
+_LEFTOVER_PREFIXES = ("_CLOCK-", f"{MANIFEST_NAME}.tmp-", f"{LEASE_NAME}.tmp-")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class RunOnStore:
     attempts: dict[str, float | None] = field(default_factory=dict)   # id -> newest file's mtime
     table_files: list[tuple[str, str]] = field(default_factory=list)   # (table, path)
     leftovers: dict[str, float | None] = field(default_factory=dict)   # path -> mtime
+    iceberg: dict[str, dict] = field(default_factory=dict)   # attempt -> its _ICEBERG.json marker
     unreadable: str | None = None
 
     def listed(self, root: str) -> set[str]:
@@ -125,6 +131,14 @@ def survey(output: str, storage_options: dict | None = None, only: str | None = 
         elif len(parts) > 2 and ATTEMPT_ID.fullmatch(parts[1]):
             stamp, newest = store.modified(info), state.attempts.get(parts[1])
             state.attempts[parts[1]] = stamp if newest is None else max(newest, stamp or newest)
+            if len(parts) == 3 and parts[2] == ICEBERG_MARKER_NAME:
+                try:
+                    marker = json.loads(fs.cat_file(f"{runs_dir}/{'/'.join(parts)}"))
+                except FileNotFoundError:   # removed meanwhile, with its attempt
+                    continue
+                except ValueError:   # unreadable: some catalog may still point at the files
+                    marker = None
+                state.iceberg[parts[1]] = marker if isinstance(marker, dict) else {}
     for table in TABLE_NAMES:
         folder = f"{root}/{table}"
         if only:
@@ -149,9 +163,24 @@ def survey(output: str, storage_options: dict | None = None, only: str | None = 
     return runs
 
 
+def needs_catalog(state: RunOnStore, root: str) -> dict[str, dict]:
+    """Attempts whose files an Iceberg catalog may still point at: never published (nor older than
+    the published attempt), marked ``_ICEBERG.json`` (their launcher was about to commit them),
+    with files in the table folders that no manifest names. Attempt -> its marker."""
+    published = (state.manifest or {}).get("attempt")
+    listed = state.listed(root)
+    in_tables = {attempt_of_file(p.rsplit("/", 1)[-1]) for _, p in state.table_files if p not in listed}
+    return {a: marker for a, marker in state.iceberg.items()
+            if a in in_tables and (published is None or a > published)}
+
+
 def plan(state: RunOnStore, root: str, now: float, max_age: float = FAILED_ATTEMPT_MAX_AGE,
-         keep_attempts: frozenset[str] | set[str] = frozenset()) -> list[Step]:
-    """The steps that bring one run id in line with the rule (module docstring); read-only."""
+         keep_attempts: frozenset[str] | set[str] = frozenset(), without_iceberg: bool = False) -> list[Step]:
+    """The steps that bring one run id in line with the rule (module docstring); read-only.
+    ``without_iceberg``: no catalog is being aligned, so an attempt that may be in one
+    (``needs_catalog``) is left as it is, its table files and its folder."""
+    if without_iceberg:
+        keep_attempts = set(keep_attempts) | set(needs_catalog(state, root))
     published = (state.manifest or {}).get("attempt")
     runs_dir = f"{root}/{RUNS_DIR}/{state.run_id}"
     removed_attempts = {}
@@ -226,8 +255,15 @@ def reconcile(output: str, storage_options: dict | None = None, *, iceberg=None,
         absent = sorted(p for p in state.listed(root) if p not in present)
         if absent:
             report.missing[run_id] = absent
-        steps = plan(state, root, now, max_age, keep_attempts)
+        steps = plan(state, root, now, max_age, keep_attempts, without_iceberg=iceberg is None)
         tables = sorted(iceberg.disagreements(run_id, state.manifest)) if iceberg is not None else []
+        marked = needs_catalog(state, root) if iceberg is None else {}
+        if marked:
+            report.skipped[run_id] = "; ".join(
+                f"attempt {a} was never published and may be in the Iceberg tables (catalog "
+                f"{m.get('catalog')}, namespace {m.get('namespace')}): its table files stay where they "
+                f"are until a reconciliation with --iceberg_catalog {m.get('catalog')}"
+                for a, m in sorted(marked.items()))
         if not steps and not tables:
             continue
         if dry_run:
@@ -252,7 +288,7 @@ def reconcile(output: str, storage_options: dict | None = None, *, iceberg=None,
             if iceberg is not None:
                 done += [f"Iceberg: {t} brought in line with the manifest"
                          for t in iceberg.align(run_id, state.manifest, lease.check)]
-            for step in plan(state, root, now, max_age, keep_attempts):
+            for step in plan(state, root, now, max_age, keep_attempts, without_iceberg=iceberg is None):
                 lease.check()
                 _apply(fs, step)
                 done.append(step.describe())

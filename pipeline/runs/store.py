@@ -45,6 +45,12 @@ def children(fs, folder: str) -> dict[str, dict]:
     return found
 
 
+def parquet_children(fs, folder: str) -> list[str]:
+    """The Parquet files directly in ``folder`` (sorted paths), as the store holds them now."""
+    return sorted(info["name"] for name, info in children(fs, folder).items()
+                  if name.endswith(".parquet") and info.get("type") == "file")
+
+
 def files_below(fs, folder: str) -> dict[str, dict]:
     """Every file under ``folder`` (any depth) by its path relative to ``folder``."""
     folder = folder.rstrip("/")
@@ -111,6 +117,25 @@ def move_file(fs, source: str, dest: str) -> None:
     fs.cp_file(source, dest)
     fs.rm_file(source)
     _fresh(fs, parent)
+
+
+def put_whole(fs, path: str, body: bytes) -> None:
+    """Write one small file whole: a reader sees the old content or the new, never an empty or
+    partial file. On a local disk a temporary file beside it (``<name>.tmp-<hex>``, removed again
+    if the write fails) renamed over it; on object storage one PUT, whole by nature."""
+    if not is_local(fs):
+        fs.pipe_file(path, body)
+        return
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    try:
+        fs.pipe_file(tmp, body)
+        move_file(fs, tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def remove_file(fs, path: str) -> None:

@@ -19,11 +19,6 @@ from pipeline.runs import store
 from pipeline.runs.layout import ATTEMPT_ID, MANIFEST_NAME, PARTITION_KEY, RUNS_DIR, TABLE_NAMES, is_run_id
 
 
-def _parquet_files(fs, root: str) -> list[str]:
-    return sorted(info["name"] for name, info in store.children(fs, root).items()
-                  if name.endswith(".parquet") and info.get("type") == "file")
-
-
 def _within_output(fs, root: str) -> tuple[str, str | None, str | None] | None:
     """(output root, table, run id) when ``root`` is an output root (it holds ``_runs/``), one of
     its table folders (run id None) or one of their partition folders; else None."""
@@ -102,7 +97,7 @@ def run_table_files(fs, run_root: str, table: str) -> list[str] | None:
     attempts = sorted(p for p in fs.ls(run_root, detail=False)
                       if ATTEMPT_ID.fullmatch(p.rstrip("/").rsplit("/", 1)[-1]) and fs.isdir(p))
     if attempts:
-        return _parquet_files(fs, f"{attempts[-1]}/{table}")
+        return store.parquet_children(fs, f"{attempts[-1]}/{table}")
     return None
 
 
@@ -125,8 +120,8 @@ def read_parquet_path(path: str, table: str = "clips") -> pa.Table:
     if fs.isfile(root):
         files = [root]
     elif fs.isdir(root):
-        files = _parquet_files(fs, root) or run_table_files(fs, root, table) or (
-            _parquet_files(fs, f"{root.rstrip('/')}/{table}") if fs.isdir(f"{root.rstrip('/')}/{table}") else [])
+        files = store.parquet_children(fs, root) or run_table_files(fs, root, table) or (
+            store.parquet_children(fs, f"{root.rstrip('/')}/{table}") if fs.isdir(f"{root.rstrip('/')}/{table}") else [])
     else:
         raise FileNotFoundError(f"no such file or directory: {path}")
     if not files:
@@ -147,5 +142,5 @@ def read_optional_table(run: str, table: str, columns: list[str] | None = None) 
     files = run_table_files(fs, run_root, table) if fs.isdir(run_root) else None
     if files is None:
         root = f"{run_root.rstrip('/')}/{table}"
-        files = _parquet_files(fs, root) if fs.isdir(root) else []
+        files = store.parquet_children(fs, root) if fs.isdir(root) else []
     return _read(fs, files, columns)
